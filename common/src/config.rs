@@ -1,0 +1,90 @@
+//! Command-line pieces every service shares: the NATS connection and duration parsing.
+
+use std::time::Duration;
+
+use async_nats::{jetstream, Client, ConnectOptions};
+
+/// How to reach NATS. Flattened into every binary's arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated for a cluster; `nats://user:pass@host:4222` for auth.
+    #[arg(long, env = "JETMAIL_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+}
+
+impl NatsArgs {
+    /// Connects with unlimited reconnects: a broker restart is waited out, never fatal.
+    /// `name` shows up in the server's connection list.
+    pub async fn connect(&self, name: &str) -> Result<Client, ConnectError> {
+        let opts = ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(5))
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
+                    async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    other => tracing::debug!(event = %other, "NATS event"),
+                }
+            });
+        let urls: Vec<&str> = self.nats_url.split(',').map(str::trim).collect();
+        opts.connect(urls.as_slice())
+            .await
+            .map_err(|source| ConnectError::Connect {
+                url: self.nats_url.clone(),
+                source,
+            })
+    }
+}
+
+/// A JetStream context whose un-acked publish window is explicit: async-nats refuses (or, with
+/// back-pressure on, waits) past `max_ack_inflight`, so callers keep their own window below it.
+pub fn jetstream_context(client: Client, max_ack_inflight: usize) -> jetstream::Context {
+    jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .max_ack_inflight(max_ack_inflight)
+        .backpressure_on_inflight(true)
+        .build(client)
+}
+
+/// Parses `30s`, `5m`, `1h30m`, `250ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Parses a comma-separated list of durations: `30s,2m,10m`.
+pub fn parse_duration_list(s: &str) -> Result<Vec<Duration>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(parse_duration)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(
+            parse_duration_list("30s, 2m,1h").unwrap(),
+            vec![
+                Duration::from_secs(30),
+                Duration::from_secs(120),
+                Duration::from_secs(3600)
+            ]
+        );
+        assert!(parse_duration("soon").is_err());
+    }
+}

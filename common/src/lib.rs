@@ -1,0 +1,20 @@
+//! What the jetmail services share, and nothing else: the JetStream topology (every stream,
+//! consumer, subject and bucket name lives in [`topology`]), the wire types that cross process
+//! boundaries ([`wire`]), campaign templates ([`template`]), address handling ([`address`]),
+//! command-line pieces ([`config`]), shutdown ([`shutdown`]) and logging ([`telemetry`]).
+
+pub mod address;
+pub mod config;
+pub mod shutdown;
+pub mod telemetry;
+pub mod template;
+pub mod topology;
+pub mod wire;
+
+/// Milliseconds since the Unix epoch: the one clock every wire type uses.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,21 @@
+//! Logging set-up shared by every binary.
+
+use tracing_subscriber::EnvFilter;
+
+/// Logs to stderr; the level comes from `JETMAIL_LOG` (then `RUST_LOG`), `info` by default.
+/// `JETMAIL_LOG_FORMAT=json` switches to one JSON object per line.
+pub fn init_tracing() {
+    let filter = std::env::var("JETMAIL_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if std::env::var("JETMAIL_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -1,0 +1,323 @@
+//! A real SMTP server for tests and the demo: it speaks SMTP over TCP to any client, records
+//! every accepted message per recipient (the ground truth of a test), and injects faults on
+//! demand: 451 or 550 on chosen or random recipients, hang-ups, stalls after DATA, slowness,
+//! and being down altogether. Written here rather than taken from a crate because tests need
+//! to switch those faults at run time and count deliveries exactly.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Faults the sink injects; change them at any time with [`SmtpSink::set_faults`].
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Answer `451 4.7.1` to this fraction (0.0..=1.0) of RCPT commands, at random.
+    pub tempfail_ratio: f64,
+    /// Answer `550 5.1.1 user unknown` to these recipients, always.
+    pub reject: HashSet<String>,
+    /// Record the message after DATA, then never answer (the client must time out).
+    pub stall_after_data: bool,
+    /// Record the message after DATA, then close the connection without answering.
+    pub drop_after_data: bool,
+    /// Wait this long before every reply.
+    pub delay: Duration,
+    /// Answer `421` to new connections.
+    pub greet_tempfail: bool,
+}
+
+/// One accepted message.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub from: String,
+    pub rcpts: Vec<String>,
+    pub data: String,
+}
+
+#[derive(Default)]
+struct Shared {
+    faults: Mutex<Faults>,
+    received: Mutex<Vec<Received>>,
+    counts: Mutex<HashMap<String, u64>>,
+    total: AtomicU64,
+    rng: AtomicU64,
+    keep_bodies: bool,
+    maildir: Option<std::path::PathBuf>,
+}
+
+impl Shared {
+    fn random(&self) -> f64 {
+        // xorshift: reproducibility is not needed, only a spread.
+        let mut x = self.rng.load(Ordering::Relaxed) | 1;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.store(x, Ordering::Relaxed);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A running SMTP server on 127.0.0.1; stopped on drop.
+pub struct SmtpSink {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SmtpSink {
+    /// Starts on a free port, keeping message bodies.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on("127.0.0.1:0".parse()?, true, None).await
+    }
+
+    /// Starts on `addr`; `keep_bodies = false` keeps only counts (for large runs); with a
+    /// `maildir`, every message is also written there as `<n>.eml`.
+    pub async fn start_on(
+        addr: SocketAddr,
+        keep_bodies: bool,
+        maildir: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos() as u64;
+        let shared = Arc::new(Shared {
+            keep_bodies,
+            maildir,
+            rng: AtomicU64::new(seed),
+            ..Default::default()
+        });
+        let mut sink = Self {
+            addr,
+            shared,
+            task: None,
+        };
+        sink.listen().await?;
+        Ok(sink)
+    }
+
+    async fn listen(&mut self) -> anyhow::Result<()> {
+        let listener = TcpListener::bind(self.addr).await?;
+        self.addr = listener.local_addr()?;
+        let shared = self.shared.clone();
+        self.task = Some(tokio::spawn(accept_loop(listener, shared)));
+        Ok(())
+    }
+
+    /// `smtp://127.0.0.1:<port>`, the form `jetmail-sender --smtp-url` takes.
+    pub fn url(&self) -> String {
+        format!("smtp://{}", self.addr)
+    }
+
+    /// Stops listening and drops every open connection: clients get "connection refused".
+    pub fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    /// Listens again on the same port after [`SmtpSink::stop`].
+    pub async fn resume(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        // Aborted tasks release the socket asynchronously: retry the bind briefly.
+        for _ in 0..100 {
+            match self.listen().await {
+                Ok(()) => return Ok(()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        self.listen().await
+    }
+
+    pub fn set_faults(&self, f: impl FnOnce(&mut Faults)) {
+        f(&mut self.shared.faults.lock().unwrap());
+    }
+
+    /// How many times each recipient was accepted.
+    pub fn counts(&self) -> HashMap<String, u64> {
+        self.shared.counts.lock().unwrap().clone()
+    }
+
+    /// Accepted messages (with bodies when kept).
+    pub fn messages(&self) -> Vec<Received> {
+        self.shared.received.lock().unwrap().clone()
+    }
+
+    /// Accepted (recipient, message) pairs.
+    pub fn total(&self) -> u64 {
+        self.shared.total.load(Ordering::Relaxed)
+    }
+
+    /// Distinct recipients accepted.
+    pub fn distinct(&self) -> usize {
+        self.shared.counts.lock().unwrap().len()
+    }
+
+    /// Extra deliveries beyond the first, summed over recipients.
+    pub fn duplicates(&self) -> u64 {
+        self.shared
+            .counts
+            .lock()
+            .unwrap()
+            .values()
+            .map(|n| n.saturating_sub(1))
+            .sum()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    // Connection tasks live in the set so that aborting this task closes them all.
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    let _ = stream.set_nodelay(true);
+                    conns.spawn(session(stream, shared.clone()));
+                }
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+fn faults(shared: &Shared) -> Faults {
+    shared.faults.lock().unwrap().clone()
+}
+
+async fn reply(
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    shared: &Shared,
+    text: &str,
+) -> std::io::Result<()> {
+    let delay = shared.faults.lock().unwrap().delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    w.write_all(text.as_bytes()).await?;
+    w.write_all(b"\r\n").await
+}
+
+fn angle_addr(arg: &str) -> String {
+    let start = arg.find('<').map(|i| i + 1).unwrap_or(0);
+    let end = arg[start..].find('>').map(|i| start + i).unwrap_or(arg.len());
+    arg[start..end].trim().to_string()
+}
+
+async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    if faults(&shared).greet_tempfail {
+        reply(&mut w, &shared, "421 4.3.2 service not available").await?;
+        return Ok(());
+    }
+    reply(&mut w, &shared, "220 jetmail-sink ESMTP ready").await?;
+    let mut from = String::new();
+    let mut rcpts: Vec<String> = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end();
+        let (verb, arg) = text.split_once(' ').unwrap_or((text, ""));
+        match verb.to_ascii_uppercase().as_str() {
+            "EHLO" => {
+                w.write_all(
+                    b"250-jetmail-sink\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-SIZE 52428800\r\n250 ENHANCEDSTATUSCODES\r\n",
+                )
+                .await?
+            }
+            "HELO" => reply(&mut w, &shared, "250 jetmail-sink").await?,
+            "MAIL" => {
+                from = angle_addr(arg);
+                rcpts.clear();
+                reply(&mut w, &shared, "250 2.1.0 ok").await?
+            }
+            "RCPT" => {
+                let rcpt = angle_addr(arg);
+                let f = faults(&shared);
+                if f.reject.contains(&rcpt) {
+                    reply(&mut w, &shared, "550 5.1.1 user unknown").await?
+                } else if f.tempfail_ratio > 0.0 && shared.random() < f.tempfail_ratio {
+                    reply(&mut w, &shared, "451 4.7.1 try again later").await?
+                } else {
+                    rcpts.push(rcpt);
+                    reply(&mut w, &shared, "250 2.1.5 ok").await?
+                }
+            }
+            "DATA" => {
+                if rcpts.is_empty() {
+                    reply(&mut w, &shared, "554 5.5.1 no valid recipients").await?;
+                    continue;
+                }
+                reply(&mut w, &shared, "354 end data with <CR><LF>.<CR><LF>").await?;
+                let mut data = Vec::new();
+                loop {
+                    line.clear();
+                    if r.read_until(b'\n', &mut line).await? == 0 {
+                        return Ok(());
+                    }
+                    if line == b".\r\n" || line == b".\n" {
+                        break;
+                    }
+                    let body = if line.starts_with(b"..") { &line[1..] } else { &line[..] };
+                    data.extend_from_slice(body);
+                }
+                record(&shared, &from, &rcpts, data);
+                rcpts.clear();
+                let f = faults(&shared);
+                if f.stall_after_data {
+                    // Never answer; hold the connection until the client gives up.
+                    std::future::pending::<()>().await;
+                }
+                if f.drop_after_data {
+                    return Ok(());
+                }
+                reply(&mut w, &shared, "250 2.0.0 queued").await?
+            }
+            "RSET" => {
+                rcpts.clear();
+                reply(&mut w, &shared, "250 2.0.0 ok").await?
+            }
+            "NOOP" => reply(&mut w, &shared, "250 2.0.0 ok").await?,
+            "QUIT" => {
+                reply(&mut w, &shared, "221 2.0.0 bye").await?;
+                return Ok(());
+            }
+            _ => reply(&mut w, &shared, "502 5.5.2 command not recognized").await?,
+        }
+    }
+}
+
+fn record(shared: &Shared, from: &str, rcpts: &[String], data: Vec<u8>) {
+    let n = shared.total.fetch_add(rcpts.len() as u64, Ordering::Relaxed);
+    {
+        let mut counts = shared.counts.lock().unwrap();
+        for r in rcpts {
+            *counts.entry(r.clone()).or_default() += 1;
+        }
+    }
+    if let Some(dir) = &shared.maildir {
+        let _ = std::fs::write(dir.join(format!("{:08}.eml", n + 1)), &data);
+    }
+    if shared.keep_bodies {
+        shared.received.lock().unwrap().push(Received {
+            from: from.to_string(),
+            rcpts: rcpts.to_vec(),
+            data: String::from_utf8_lossy(&data).into_owned(),
+        });
+    }
+}
