@@ -1,0 +1,70 @@
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use jetmail_common::config::{jetstream_context, NatsArgs};
+use jetmail_ingest::control::Action;
+use jetmail_ingest::publish::PUBLISH_MAX_ACK_INFLIGHT;
+
+#[derive(Parser)]
+#[command(name = "jetmail-ingest", version, about = "Publish jetmail campaigns: from a CSV file or over HTTP")]
+struct Args {
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish a campaign from files, with a progress bar.
+    Submit(jetmail_ingest::submit_cli::SubmitArgs),
+    /// Serve the HTTP API (`POST /v1/campaigns`, …).
+    Serve {
+        #[arg(long, env = "JETMAIL_INGEST_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Largest request body accepted, in bytes (413 above it).
+        #[arg(long, env = "JETMAIL_INGEST_MAX_BODY", default_value_t = jetmail_ingest::http::DEFAULT_MAX_BODY)]
+        max_body: usize,
+    },
+    /// Pause, resume or cancel a campaign.
+    Control {
+        action: Action,
+        campaign: String,
+    },
+    /// Print a campaign's status and counters as JSON.
+    Status { campaign: String },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    jetmail_common::telemetry::init_tracing();
+    let args = Args::parse();
+    let client = args.nats.connect("jetmail-ingest").await?;
+    let js = jetstream_context(client.clone(), PUBLISH_MAX_ACK_INFLIGHT);
+    let topo = jetmail_common::topology::ensure(&js).await.context("setting up JetStream")?;
+    let result = match args.command {
+        Command::Submit(a) => jetmail_ingest::submit_cli::run(&topo, a).await.map(|_| ()),
+        Command::Serve { listen, max_body } => {
+            let shutdown = jetmail_common::shutdown::shutdown_token();
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            jetmail_ingest::serve(topo, listener, max_body, shutdown).await.map_err(Into::into)
+        }
+        Command::Control { action, campaign } => {
+            let rec = jetmail_ingest::control::apply(&topo, &campaign, action).await?;
+            println!("campaign {} is {}", rec.id, rec.status.as_str());
+            Ok(())
+        }
+        Command::Status { campaign } => {
+            let view = jetmail_ingest::http::campaign_view(&topo, &campaign)
+                .await
+                .map_err(anyhow::Error::msg)?
+                .with_context(|| format!("no campaign {campaign}"))?;
+            println!("{}", serde_json::to_string_pretty(&view)?);
+            Ok(())
+        }
+    };
+    // Acks are queued in the client: flush them before the process ends.
+    let _ = client.flush().await;
+    result
+}

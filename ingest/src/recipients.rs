@@ -1,0 +1,300 @@
+//! Reads recipients as a stream of rows, never the whole input in memory: CSV with a header
+//! row holding an `email` column (every other column is a template variable), or bare
+//! addresses one a line. Each row is accepted, rejected with its line number and reason, or
+//! counted as a duplicate; none of those stops the rows after it.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{BufRead, BufReader, Read};
+
+use jetmail_common::address::parse_recipient;
+use jetmail_common::wire::{RejectedRow, Vars};
+
+/// A recipient that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub line: u64,
+    pub email: String,
+    pub domain: String,
+    pub vars: Vars,
+}
+
+/// One input row's fate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Row {
+    Accepted(Accepted),
+    Rejected(RejectedRow),
+    /// The same address appeared earlier in this campaign (at `first_line`).
+    Duplicate { line: u64, email: String },
+}
+
+/// Input that cannot be read as recipients at all.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("line 1: the header row has no `email` column (found: {0})")]
+    NoEmailColumn(String),
+    #[error("the input is empty")]
+    Empty,
+    #[error("reading input: {0}")]
+    Io(String),
+}
+
+enum Mode {
+    Csv { email_col: usize, names: Vec<String> },
+    Bare,
+}
+
+/// Duplicate detection keeps a 128-bit hash per address, not the address: 16 bytes per
+/// recipient whatever the address length. Two keyed hashes make a false "duplicate" (which
+/// would skip a real recipient) vanishingly unlikely (~1e-26 for a million addresses).
+struct SeenSet {
+    seen: HashSet<u128>,
+    k1: std::hash::RandomState,
+    k2: std::hash::RandomState,
+}
+
+impl SeenSet {
+    fn new() -> Self {
+        Self {
+            seen: HashSet::new(),
+            k1: std::hash::RandomState::new(),
+            k2: std::hash::RandomState::new(),
+        }
+    }
+    /// Returns true the first time a key is seen.
+    fn insert(&mut self, key: &str) -> bool {
+        let mut a = self.k1.build_hasher();
+        a.write(key.as_bytes());
+        let mut b = self.k2.build_hasher();
+        b.write(key.as_bytes());
+        self.seen
+            .insert(((a.finish() as u128) << 64) | b.finish() as u128)
+    }
+}
+
+/// Validates addresses and detects duplicates within one campaign, whatever the input format.
+pub struct RowClassifier {
+    seen: SeenSet,
+}
+
+impl Default for RowClassifier {
+    fn default() -> Self {
+        Self { seen: SeenSet::new() }
+    }
+}
+
+impl RowClassifier {
+    /// Accepts, rejects or marks as duplicate one recipient found at `line`.
+    pub fn classify(&mut self, line: u64, email: String, vars: Vars) -> Row {
+        match parse_recipient(&email) {
+            Err(e) => Row::Rejected(RejectedRow {
+                line,
+                email,
+                reason: e.to_string(),
+            }),
+            Ok(r) => {
+                if self.seen.insert(&r.dedup_key()) {
+                    Row::Accepted(Accepted {
+                        line,
+                        email: r.address,
+                        domain: r.ascii_domain,
+                        vars,
+                    })
+                } else {
+                    Row::Duplicate {
+                        line,
+                        email: r.address,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Iterator over the rows of one input.
+pub struct RecipientReader<R: Read> {
+    csv: csv::Reader<BufReader<R>>,
+    mode: Mode,
+    seen: RowClassifier,
+    pending_first: Option<csv::ByteRecord>,
+    record: csv::ByteRecord,
+}
+
+fn field(rec: &csv::ByteRecord, i: usize) -> Result<String, String> {
+    let raw = rec.get(i).unwrap_or_default();
+    std::str::from_utf8(raw)
+        .map(|s| s.trim().to_string())
+        .map_err(|_| "row is not valid UTF-8".to_string())
+}
+
+impl<R: Read> RecipientReader<R> {
+    /// Reads the first row to tell a CSV with a header from a list of bare addresses.
+    pub fn new(input: R) -> Result<Self, FormatError> {
+        let mut buffered = BufReader::with_capacity(64 * 1024, input);
+        // A UTF-8 byte-order mark (Excel writes one) is not part of the first column's name.
+        let head = buffered
+            .fill_buf()
+            .map_err(|e| FormatError::Io(e.to_string()))?;
+        if head.starts_with(b"\xEF\xBB\xBF") {
+            buffered.consume(3);
+        }
+        let mut csv = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(buffered);
+        let mut first = csv::ByteRecord::new();
+        // The csv crate skips blank lines, so the first record is the first non-blank line.
+        let got = csv
+            .read_byte_record(&mut first)
+            .map_err(|e| FormatError::Io(e.to_string()))?;
+        if !got {
+            return Err(FormatError::Empty);
+        }
+        let names: Vec<String> = first
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).trim().to_string())
+            .collect();
+        let email_col = names.iter().position(|n| n.eq_ignore_ascii_case("email"));
+        let (mode, pending_first) = match email_col {
+            Some(email_col) => (Mode::Csv { email_col, names }, None),
+            None if names.len() == 1 && names[0].contains('@') => (Mode::Bare, Some(first)),
+            None if names.len() == 1 => (Mode::Bare, Some(first)),
+            None => return Err(FormatError::NoEmailColumn(names.join(","))),
+        };
+        Ok(Self {
+            csv,
+            mode,
+            seen: RowClassifier::default(),
+            pending_first,
+            record: csv::ByteRecord::new(),
+        })
+    }
+
+    /// Bytes consumed so far, for a progress bar.
+    pub fn byte_offset(&self) -> u64 {
+        self.csv.position().byte()
+    }
+
+    fn classify(&mut self, rec: &csv::ByteRecord, line: u64) -> Row {
+        let reject = |email: String, reason: String| Row::Rejected(RejectedRow { line, email, reason });
+        let (email, vars) = match &self.mode {
+            Mode::Bare => {
+                let email = match field(rec, 0) {
+                    Ok(e) => e,
+                    Err(r) => return reject(String::new(), r),
+                };
+                if rec.len() > 1 {
+                    return reject(email, format!("expected one address per line, found {} fields", rec.len()));
+                }
+                (email, Vars::new())
+            }
+            Mode::Csv { email_col, names } => {
+                if rec.len() != names.len() {
+                    let email = field(rec, *email_col).unwrap_or_default();
+                    return reject(
+                        email,
+                        format!("expected {} fields as in the header, found {}", names.len(), rec.len()),
+                    );
+                }
+                let email = match field(rec, *email_col) {
+                    Ok(e) => e,
+                    Err(r) => return reject(String::new(), r),
+                };
+                let mut vars = Vars::new();
+                for (i, name) in names.iter().enumerate() {
+                    if i == *email_col || name.is_empty() {
+                        continue;
+                    }
+                    match std::str::from_utf8(rec.get(i).unwrap_or_default()) {
+                        Ok(v) => {
+                            vars.insert(name.clone(), v.to_string());
+                        }
+                        Err(_) => return reject(email, format!("column {name:?} is not valid UTF-8")),
+                    }
+                }
+                (email, vars)
+            }
+        };
+        self.seen.classify(line, email, vars)
+    }
+}
+
+impl<R: Read> Iterator for RecipientReader<R> {
+    type Item = Row;
+
+    fn next(&mut self) -> Option<Row> {
+        if let Some(first) = self.pending_first.take() {
+            let line = first.position().map(|p| p.line()).unwrap_or(1);
+            return Some(self.classify(&first, line));
+        }
+        let mut rec = std::mem::take(&mut self.record);
+        let row = loop {
+            match self.csv.read_byte_record(&mut rec) {
+                Ok(false) => break None,
+                Ok(true) => {
+                    let line = rec.position().map(|p| p.line()).unwrap_or(0);
+                    // A line holding only separators/whitespace is blank, not a bad row.
+                    if rec.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
+                        continue;
+                    }
+                    break Some(self.classify(&rec, line));
+                }
+                Err(e) => {
+                    let line = e.position().map(|p| p.line()).unwrap_or(0);
+                    break Some(Row::Rejected(RejectedRow {
+                        line,
+                        email: String::new(),
+                        reason: format!("unreadable row: {e}"),
+                    }));
+                }
+            }
+        };
+        self.record = rec;
+        row
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(input: &str) -> Vec<Row> {
+        RecipientReader::new(input.as_bytes()).unwrap().collect()
+    }
+
+    #[test]
+    fn csv_with_bom_crlf_quotes_and_blank_lines() {
+        let input = "\u{feff}email,name\r\nann@example.com,\"Lee, Ann\"\r\n\r\nbo@example.com,\"multi\nline\"\r\n";
+        let r = rows(input);
+        assert_eq!(r.len(), 2);
+        match &r[0] {
+            Row::Accepted(a) => {
+                assert_eq!(a.line, 2);
+                assert_eq!(a.vars["name"], "Lee, Ann");
+            }
+            other => panic!("{other:?}"),
+        }
+        match &r[1] {
+            Row::Accepted(a) => {
+                assert_eq!(a.line, 4);
+                assert_eq!(a.vars["name"], "multi\nline");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bare_addresses_and_duplicates() {
+        let r = rows("a@example.com\nb@example.com\nA@EXAMPLE.COM\na@example.com\n");
+        assert!(matches!(&r[2], Row::Accepted(_)), "local part is case-sensitive");
+        assert!(matches!(&r[3], Row::Duplicate { line: 4, .. }));
+    }
+
+    #[test]
+    fn header_without_email_column_is_an_error() {
+        assert!(matches!(
+            RecipientReader::new("name,city\nAnn,Oslo\n".as_bytes()),
+            Err(FormatError::NoEmailColumn(_))
+        ));
+    }
+}

@@ -1,0 +1,140 @@
+//! `jetmail-ingest submit`: a campaign from files, with a progress bar on a terminal and plain
+//! progress lines otherwise.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use jetmail_common::topology::Topology;
+use jetmail_common::wire::CampaignSpec;
+
+use crate::feed::rows_from_reader;
+use crate::publish::{self, Progress, SubmitReport, Submission};
+
+/// Arguments of `submit`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SubmitArgs {
+    /// Sender address, e.g. `News <news@example.com>`.
+    #[arg(long, env = "JETMAIL_FROM")]
+    pub from: String,
+    /// Subject template, e.g. `Hello {{ name }}`.
+    #[arg(long, env = "JETMAIL_SUBJECT")]
+    pub subject: String,
+    /// File holding the text body template.
+    #[arg(long, env = "JETMAIL_TEXT")]
+    pub text: PathBuf,
+    /// File holding the HTML body template (the mail becomes multipart/alternative).
+    #[arg(long, env = "JETMAIL_HTML")]
+    pub html: Option<PathBuf>,
+    /// Recipients: CSV with an `email` column, or one address a line.
+    #[arg(long, env = "JETMAIL_RECIPIENTS")]
+    pub recipients: PathBuf,
+    /// Campaign id (letters, digits, `-`, `_`); the same id makes a retried submit safe.
+    #[arg(long, env = "JETMAIL_CAMPAIGN_ID")]
+    pub campaign_id: Option<String>,
+    /// Print at most this many rejected rows (all are counted).
+    #[arg(long, default_value_t = 20)]
+    pub show_rejected: usize,
+}
+
+fn read_file(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+struct Bar {
+    bar: indicatif::ProgressBar,
+    bytes: Arc<AtomicU64>,
+    plain: bool,
+    last_line: Instant,
+    started: Instant,
+}
+
+impl Progress for Bar {
+    fn rows(&mut self, published: u64, rejected: u64, duplicates: u64) {
+        let read = self.bytes.load(Ordering::Relaxed);
+        if self.plain {
+            if self.last_line.elapsed() >= Duration::from_secs(1) {
+                self.last_line = Instant::now();
+                let rate = published as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+                eprintln!("published {published} ({rate:.0}/s), rejected {rejected}, duplicates {duplicates}");
+            }
+        } else {
+            self.bar.set_position(read);
+            self.bar
+                .set_message(format!("published {published}, rejected {rejected}, duplicates {duplicates}"));
+        }
+    }
+}
+
+/// Runs a submit and prints its summary.
+pub async fn run(topo: &Topology, args: SubmitArgs) -> anyhow::Result<SubmitReport> {
+    let spec = CampaignSpec {
+        from: args.from.clone(),
+        subject: args.subject.clone(),
+        text: read_file(&args.text)?,
+        html: args.html.as_deref().map(read_file).transpose()?,
+    };
+    let file = std::fs::File::open(&args.recipients)
+        .with_context(|| format!("cannot open {}", args.recipients.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let (rows, bytes) = rows_from_reader(file)
+        .with_context(|| format!("{}", args.recipients.display()))?;
+    let plain = !std::io::stderr().is_terminal();
+    let bar = if plain {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new(size);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b.enable_steady_tick(Duration::from_millis(200));
+        b
+    };
+    let mut progress = Bar {
+        bar: bar.clone(),
+        bytes,
+        plain,
+        last_line: Instant::now(),
+        started: Instant::now(),
+    };
+    let started = Instant::now();
+    let result = publish::submit(
+        topo,
+        Submission {
+            campaign_id: args.campaign_id.clone(),
+            spec,
+            idempotency_key: None,
+        },
+        rows,
+        &mut progress,
+    )
+    .await;
+    bar.finish_and_clear();
+    let report = result?;
+    for r in report.rejected.iter().take(args.show_rejected) {
+        eprintln!("rejected line {}: {:?}: {}", r.line, r.email, r.reason);
+    }
+    if report.rejected_count as usize > args.show_rejected {
+        eprintln!("… and {} more rejected rows", report.rejected_count as usize - args.show_rejected);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if report.replayed {
+        println!("campaign {} was already published: nothing new sent", report.id);
+    }
+    println!(
+        "campaign {}: published {}, rejected {}, duplicates {} ({:.1}s, {:.0} recipients/s)",
+        report.id,
+        report.published,
+        report.rejected_count,
+        report.duplicates,
+        secs,
+        report.published as f64 / secs.max(0.001)
+    );
+    Ok(report)
+}
