@@ -5,6 +5,8 @@
 
 pub mod address;
 pub mod config;
+pub mod outcomes;
+pub mod records;
 pub mod shutdown;
 pub mod telemetry;
 pub mod template;

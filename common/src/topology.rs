@@ -27,6 +27,9 @@ pub const CAMPAIGNS_BUCKET: &str = "mail_campaigns";
 pub const SENDERS_BUCKET: &str = "mail_senders";
 /// KV bucket used as the idempotency ledger: `<campaign>.<seq>` once the relay accepted it.
 pub const SENT_BUCKET: &str = "mail_sent";
+/// KV bucket of failed attempts per recipient (`<campaign>.<seq>`), so that the dead letter
+/// written by whichever sender makes the last attempt carries every earlier one.
+pub const ATTEMPTS_BUCKET: &str = "mail_attempts";
 /// JetStream advisory published when a message of the senders consumer reaches MaxDeliver.
 pub const MAX_DELIVERIES_ADVISORY: &str =
     "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.MAIL_OUTBOX.senders";
@@ -38,8 +41,9 @@ pub const OUTBOX_DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// never lowers them back.
 pub const OUTBOX_MAX_BYTES: i64 = 8 * 1024 * 1024 * 1024;
 pub const OUTBOX_MAX_MESSAGES: i64 = 50_000_000;
-/// Ack wait of the senders consumer: above the longest SMTP send a sender allows itself
-/// (`--send-timeout`, checked at start-up), so a live send never sees its message redelivered.
+/// Default ack wait of the senders consumer (`jetmail-sender --ack-wait`): at least twice the
+/// longest SMTP send a sender allows itself (`--send-timeout`, checked at start-up), so a live
+/// send never sees its message redelivered.
 pub const SENDERS_ACK_WAIT: Duration = Duration::from_secs(120);
 /// Messages nak'ed with a retry delay still count as pending, so this bounds how many
 /// recipients can wait for a retry before the consumer stops delivering to *every* sender. It
@@ -169,6 +173,7 @@ pub struct Topology {
     pub campaigns: kv::Store,
     pub senders: kv::Store,
     pub sent: kv::Store,
+    pub attempts: kv::Store,
 }
 
 pub fn outbox_config() -> stream::Config {
@@ -216,15 +221,14 @@ pub fn dead_config() -> stream::Config {
 /// The senders consumer for a retry schedule of `retries` delays: MaxDeliver is one first
 /// attempt plus one per retry. No BackOff array: it applies to ack-wait expiry, not to naks,
 /// so senders compute the delay themselves from the delivery count.
-pub fn senders_consumer_config(retries: usize) -> consumer::pull::Config {
+pub fn senders_consumer_config(retries: usize, ack_wait: Duration) -> consumer::pull::Config {
     consumer::pull::Config {
         durable_name: Some(SENDERS_CONSUMER.into()),
         description: Some("jetmail senders: shared by every sender instance".into()),
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: SENDERS_ACK_WAIT,
+        ack_wait,
         max_deliver: retries as i64 + 1,
         max_ack_pending: SENDERS_MAX_ACK_PENDING,
-        max_waiting: 4096,
         ..Default::default()
     }
 }
@@ -249,7 +253,7 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> 
     let dead = get_or_create_stream(js, DEAD_STREAM, dead_config()).await?;
     if outbox.consumer_info(SENDERS_CONSUMER).await.is_err() {
         outbox
-            .create_consumer(senders_consumer_config(DEFAULT_RETRY_BACKOFF.len()))
+            .create_consumer(senders_consumer_config(DEFAULT_RETRY_BACKOFF.len(), SENDERS_ACK_WAIT))
             .await
             .map_err(|source| TopologyError::Consumer {
                 name: SENDERS_CONSUMER,
@@ -274,8 +278,15 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> 
         kv_config(SENT_BUCKET, "jetmail idempotency ledger", SENT_MAX_AGE),
     )
     .await?;
+    let attempts = get_or_create_bucket(
+        js,
+        ATTEMPTS_BUCKET,
+        kv_config(ATTEMPTS_BUCKET, "jetmail failed attempts per recipient", SENT_MAX_AGE),
+    )
+    .await?;
     Ok(Topology {
         js: js.clone(),
+        attempts,
         outbox,
         events,
         dead,

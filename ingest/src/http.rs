@@ -238,10 +238,7 @@ pub async fn campaign_view(topo: &Topology, id: &str) -> Result<Option<CampaignV
     let Some((record, _)) = publish::load_record(topo, id).await? else {
         return Ok(None);
     };
-    let progress = match topo.campaigns.get(topology::progress_key(id)).await {
-        Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_default(),
-        _ => CampaignProgress::default(),
-    };
+    let progress = jetmail_common::records::load_progress(topo, id).await.unwrap_or_default();
     let pending = pending_count(topo, id).await.unwrap_or(0);
     Ok(Some(CampaignView {
         record,

@@ -121,45 +121,7 @@ pub fn campaign_id_for_key(key: &str) -> String {
     format!("k{h:016x}")
 }
 
-fn decode_record(entry: &kv::Entry) -> Option<CampaignRecord> {
-    serde_json::from_slice(&entry.value).ok()
-}
-
-/// Reads a campaign record with its KV revision.
-pub async fn load_record(
-    topo: &Topology,
-    id: &str,
-) -> Result<Option<(CampaignRecord, u64)>, String> {
-    match topo.campaigns.entry(id).await {
-        Ok(Some(e)) if e.operation == kv::Operation::Put => {
-            Ok(decode_record(&e).map(|r| (r, e.revision)))
-        }
-        Ok(_) => Ok(None),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Applies `change` to a campaign record with compare-and-set, retrying on concurrent writes
-/// (the monitor and campaign control write the same key).
-pub async fn update_record(
-    topo: &Topology,
-    id: &str,
-    mut change: impl FnMut(&mut CampaignRecord),
-) -> Result<CampaignRecord, String> {
-    for _ in 0..50 {
-        let Some((mut rec, rev)) = load_record(topo, id).await? else {
-            return Err(format!("campaign {id} not found"));
-        };
-        change(&mut rec);
-        let bytes = Bytes::from(serde_json::to_vec(&rec).map_err(|e| e.to_string())?);
-        match topo.campaigns.update(id, bytes, rev).await {
-            Ok(_) => return Ok(rec),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    Err(format!("campaign {id}: too many concurrent updates"))
-}
+pub use jetmail_common::records::{load_record, update_record};
 
 fn report_from_record(rec: &CampaignRecord, replayed: bool) -> SubmitReport {
     SubmitReport {

@@ -1,0 +1,110 @@
+//! The sender's view of campaigns: records from `mail_campaigns`, kept current by a KV watch
+//! (so a pause or cancel is seen within a second), with each campaign's templates compiled
+//! once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use jetmail_common::template::{CampaignTemplates, TemplateError};
+use jetmail_common::topology::CAMPAIGN_RECORDS_FILTER;
+use jetmail_common::wire::{CampaignRecord, CampaignStatus};
+use tokio_util::sync::CancellationToken;
+
+/// One campaign as a sender uses it.
+pub struct Campaign {
+    pub record: CampaignRecord,
+    /// `Err` when the stored templates do not compile (ingest refuses those; kept for safety).
+    pub templates: Arc<Result<CampaignTemplates, TemplateError>>,
+}
+
+impl Campaign {
+    pub fn status(&self) -> CampaignStatus {
+        self.record.status
+    }
+}
+
+/// Campaign records by id, shared by every send task.
+#[derive(Clone)]
+pub struct Campaigns {
+    store: kv::Store,
+    cache: Arc<RwLock<HashMap<String, Arc<Campaign>>>>,
+}
+
+impl Campaigns {
+    pub fn new(store: kv::Store) -> Self {
+        Self {
+            store,
+            cache: Arc::default(),
+        }
+    }
+
+    fn apply(&self, record: CampaignRecord) {
+        let mut cache = self.cache.write().unwrap();
+        let templates = match cache.get(&record.id) {
+            // Same spec (only the status or counters changed): keep the compiled templates.
+            Some(old) if old.record.spec == record.spec => old.templates.clone(),
+            _ => Arc::new(CampaignTemplates::compile(&record.spec)),
+        };
+        let entry = Arc::new(Campaign { record, templates });
+        cache.insert(entry.record.id.clone(), entry);
+    }
+
+    /// The campaign, from the cache or (the watch may lag a new campaign) from the bucket.
+    pub async fn get(&self, id: &str) -> Result<Option<Arc<Campaign>>, String> {
+        if let Some(c) = self.cache.read().unwrap().get(id) {
+            return Ok(Some(c.clone()));
+        }
+        match self.store.get(id).await {
+            Ok(Some(bytes)) => {
+                let record: CampaignRecord = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("campaign record {id} is unreadable: {e}"))?;
+                self.apply(record);
+                Ok(self.cache.read().unwrap().get(id).cloned())
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Follows changes to campaign records until `shutdown`; re-creates the watch when it
+    /// fails (a broker restart ends it).
+    pub async fn watch(self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let mut watch = match self.store.watch_with_history(CAMPAIGN_RECORDS_FILTER).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch campaigns; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    n = watch.next() => n,
+                };
+                match next {
+                    Some(Ok(entry)) if entry.operation == kv::Operation::Put => {
+                        match serde_json::from_slice::<CampaignRecord>(&entry.value) {
+                            Ok(rec) => self.apply(rec),
+                            Err(e) => tracing::warn!(key = %entry.key, error = %e, "unreadable campaign record"),
+                        }
+                    }
+                    Some(Ok(entry)) => {
+                        self.cache.write().unwrap().remove(&entry.key);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "campaign watch failed; re-creating it");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+}

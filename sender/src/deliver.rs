@@ -1,0 +1,360 @@
+//! What a sender does with one message (DESIGN.md, "Sender, per message"). Every path ends
+//! in exactly one settlement: ack, nak with a delay, or terminate after a dead letter; a bad
+//! message is settled, never fatal.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{AckKind, Message};
+use bytes::Bytes;
+use jetmail_common::now_ms;
+use jetmail_common::{outcomes, topology};
+use jetmail_common::wire::{
+    Attempt, CampaignStatus, DeadLetter, DeliveryEvent, OutboxMessage, Outcome, WIRE_VERSION,
+};
+use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
+
+use crate::smtp::{envelope, SendOutcome};
+use crate::Ctx;
+
+/// How long a settlement (ack, event, dead letter) is retried while the broker is away.
+const SETTLE_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Handles one message to the end. `_permit` frees the send slot when dropped.
+pub async fn handle(ctx: Arc<Ctx>, msg: Message, _permit: tokio::sync::OwnedSemaphorePermit) {
+    ctx.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+    process(&ctx, &msg).await;
+    ctx.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+}
+
+fn delivered(msg: &Message) -> i64 {
+    msg.info().map(|i| i.delivered).unwrap_or(1)
+}
+
+async fn process(ctx: &Ctx, msg: &Message) {
+    let delivery = delivered(msg);
+    let m: OutboxMessage = match serde_json::from_slice(&msg.payload) {
+        Ok(m) => m,
+        Err(e) => return poison(ctx, msg, format!("undecodable message: {e}")).await,
+    };
+    if ctx.crash_on.as_deref() == Some(m.email.as_str()) {
+        // Test-only hook (JETMAIL_TEST_CRASH_ON): a message that kills its sender every time.
+        tracing::error!(email = %m.email, "test hook: crashing on purpose");
+        std::process::abort();
+    }
+    let campaign = match ctx.campaigns.get(&m.campaign).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return poison(ctx, msg, format!("unknown campaign {}", m.campaign)).await,
+        Err(e) => {
+            tracing::warn!(campaign = %m.campaign, error = %e, "cannot read campaign; retrying later");
+            return hand_back(ctx, msg, delivery, ctx.cfg.blocked_retry).await;
+        }
+    };
+    match campaign.status() {
+        CampaignStatus::Paused => return hand_back(ctx, msg, delivery, ctx.cfg.paused_retry).await,
+        CampaignStatus::Cancelled => {
+            event(ctx, &m, Outcome::Cancelled, None).await;
+            return ack_msg(msg).await;
+        }
+        _ => {}
+    }
+    let key = topology::sent_key(&m.campaign, m.seq);
+    // Only a redelivered (or requeued) message can have been sent already: skip the look-up
+    // otherwise.
+    let requeued = msg.headers.as_ref().is_some_and(|h| h.get(REQUEUED_HEADER).is_some());
+    if delivery > 1 || requeued {
+        if let Ok(Some(_)) = ctx.topo.sent.get(&key).await {
+            tracing::debug!(campaign = %m.campaign, seq = m.seq, "already sent; acking redelivery");
+            event(ctx, &m, Outcome::Sent, None).await;
+            return ack_msg(msg).await;
+        }
+    }
+    let rendered = match campaign.templates.as_ref() {
+        Ok(t) => t.render(&m.email, &m.vars),
+        Err(e) => Err(e.clone()),
+    };
+    let body = rendered
+        .map_err(|e| format!("template {e}"))
+        .and_then(|r| build_message(&campaign.record.spec.from, &m, r));
+    let (from, to, body) = match body {
+        Ok(b) => b,
+        Err(reason) => {
+            let attempt = attempt(ctx, "-", None, reason.clone());
+            return dead_letter(ctx, msg, &m, Outcome::Failed, reason, vec![attempt]).await;
+        }
+    };
+    let Some(relay_index) = ctx.pick_relay() else {
+        // Every circuit is open: hand the message back untried, soon, for a healthy sender.
+        return hand_back(ctx, msg, delivery, ctx.cfg.blocked_retry).await;
+    };
+    let relay = &ctx.relays[relay_index];
+    let started = Instant::now();
+    let outcome = relay.send(&from, &to, &body, ctx.cfg.send_timeout).await;
+    match outcome {
+        SendOutcome::Accepted => {
+            relay.circuit.lock().unwrap().on_success();
+            ctx.stats.sent.fetch_add(1, Ordering::Relaxed);
+            // The ledger first: once it holds the key, a redelivery is acked without sending.
+            let value = Bytes::from(format!("{} {}", ctx.cfg.id, now_ms()));
+            retry("write the sent ledger", || ctx.topo.sent.put(&key, value.clone())).await;
+            event(ctx, &m, Outcome::Sent, None).await;
+            if delivery > 1 {
+                let _ = ctx.topo.attempts.purge(&key).await;
+            }
+            ack_msg(msg).await;
+            tracing::trace!(seq = m.seq, ms = started.elapsed().as_millis() as u64, "sent");
+        }
+        SendOutcome::Permanent { code, text } => {
+            relay.circuit.lock().unwrap().on_success();
+            ctx.stats.failed.fetch_add(1, Ordering::Relaxed);
+            let a = attempt(ctx, relay.redacted(), code, text.clone());
+            let mut attempts = previous_attempts(ctx, &key, delivery).await;
+            attempts.push(a);
+            dead_letter(ctx, msg, &m, Outcome::Failed, text, attempts).await;
+        }
+        SendOutcome::Transient { code, text } => {
+            failed_attempt(ctx, msg, &m, relay_index, delivery, code, text).await;
+        }
+        SendOutcome::Unknown { text } => {
+            let text = format!("outcome unknown (may have been delivered): {text}");
+            failed_attempt(ctx, msg, &m, relay_index, delivery, None, text).await;
+        }
+    }
+}
+
+async fn failed_attempt(
+    ctx: &Ctx,
+    msg: &Message,
+    m: &OutboxMessage,
+    relay_index: usize,
+    delivery: i64,
+    code: Option<u16>,
+    text: String,
+) {
+    let relay = &ctx.relays[relay_index];
+    if relay.circuit.lock().unwrap().on_failure(Instant::now()) {
+        tracing::warn!(relay = %relay.redacted(), error = %text, "relay circuit opened");
+    }
+    let key = topology::sent_key(&m.campaign, m.seq);
+    let a = attempt(ctx, relay.redacted(), code, text.clone());
+    if delivery >= ctx.max_deliver {
+        let mut attempts = previous_attempts(ctx, &key, delivery).await;
+        attempts.push(a);
+        let reason = format!("retries exhausted after {delivery} attempts; last: {text}");
+        return dead_letter(ctx, msg, m, Outcome::Dead, reason, attempts).await;
+    }
+    ctx.stats.deferred.fetch_add(1, Ordering::Relaxed);
+    // Keep the attempt for the dead letter a later delivery may write on another sender.
+    let mut attempts = previous_attempts(ctx, &key, delivery).await;
+    attempts.push(a);
+    if let Ok(v) = serde_json::to_vec(&attempts) {
+        let _ = ctx.topo.attempts.put(&key, v.into()).await;
+    }
+    event(ctx, m, Outcome::Deferred, Some(delivery)).await;
+    let delay = ctx.retry_delay(delivery);
+    tracing::debug!(campaign = %m.campaign, seq = m.seq, delivery, ?delay, error = %text, "deferred");
+    settle(msg, AckKind::Nak(Some(delay))).await;
+}
+
+async fn previous_attempts(ctx: &Ctx, key: &str, delivery: i64) -> Vec<Attempt> {
+    if delivery <= 1 {
+        return Vec::new();
+    }
+    match ctx.topo.attempts.get(key).await {
+        Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+fn attempt(ctx: &Ctx, relay: &str, code: Option<u16>, error: String) -> Attempt {
+    Attempt {
+        at_ms: now_ms(),
+        sender: ctx.cfg.id.clone(),
+        relay: relay.to_string(),
+        code,
+        error,
+    }
+}
+
+/// Renders the MIME message and its envelope.
+fn build_message(
+    from: &str,
+    m: &OutboxMessage,
+    r: jetmail_common::template::Rendered,
+) -> Result<(lettre::Address, lettre::Address, Vec<u8>), String> {
+    let (from_addr, to_addr) = envelope(from, &m.email)?;
+    let from_mb: Mailbox = from.parse().map_err(|e| format!("from: {e}"))?;
+    let domain = from_addr.domain().to_string();
+    let builder = lettre::Message::builder()
+        .from(from_mb)
+        .to(Mailbox::new(None, to_addr.clone()))
+        .subject(r.subject)
+        // Deterministic: a mail sent twice carries the same Message-ID, so clients fold it.
+        .message_id(Some(format!("<{}.{}.r{}@{domain}>", m.campaign, m.seq, m.replay)));
+    let message = match r.html {
+        Some(html) => builder.multipart(MultiPart::alternative_plain_html(r.text, html)),
+        None => builder.singlepart(
+            SinglePart::builder()
+                .header(ContentType::TEXT_PLAIN)
+                .body(r.text),
+        ),
+    }
+    .map_err(|e| format!("cannot build message: {e}"))?;
+    Ok((from_addr, to_addr, message.formatted()))
+}
+
+/// Publishes an outcome event. Its id makes a re-publish after a crash a no-op.
+async fn event(ctx: &Ctx, m: &OutboxMessage, outcome: Outcome, delivery: Option<i64>) {
+    let ev = DeliveryEvent {
+        v: WIRE_VERSION,
+        campaign: m.campaign.clone(),
+        seq: m.seq,
+        outcome,
+        undoes: None,
+        sender: ctx.cfg.id.clone(),
+        at_ms: now_ms(),
+        published_ms: m.published_ms,
+    };
+    let id = outcomes::event_msg_id(&m.campaign, m.seq, m.replay, outcome, delivery);
+    retry("publish an event", || outcomes::publish_event(&ctx.topo.js, &ev, &id)).await;
+}
+
+/// Moves a message to MAIL_DEAD (waiting for the broker's ack), then terminates it.
+async fn dead_letter(
+    ctx: &Ctx,
+    msg: &Message,
+    m: &OutboxMessage,
+    outcome: Outcome,
+    reason: String,
+    attempts: Vec<Attempt>,
+) {
+    let dl = DeadLetter {
+        v: WIRE_VERSION,
+        campaign: m.campaign.clone(),
+        seq: Some(m.seq),
+        outcome,
+        reason: reason.clone(),
+        original: String::from_utf8_lossy(&msg.payload).into_owned(),
+        original_subject: msg.subject.to_string(),
+        attempts,
+        at_ms: now_ms(),
+    };
+    let id = outcomes::dead_msg_id(&m.campaign, m.seq, m.replay);
+    if publish_dead(ctx, &id, &dl).await {
+        if outcome == Outcome::Dead {
+            ctx.stats.dead.fetch_add(1, Ordering::Relaxed);
+        }
+        event(ctx, m, outcome, None).await;
+        let _ = ctx.topo.attempts.purge(topology::sent_key(&m.campaign, m.seq)).await;
+        tracing::info!(campaign = %m.campaign, seq = m.seq, reason = %reason, "moved to MAIL_DEAD");
+        settle(msg, AckKind::Term).await;
+    } else {
+        // Not in MAIL_DEAD: leave it to the ack wait, so it comes back rather than vanishes.
+        tracing::error!(campaign = %m.campaign, seq = m.seq, "cannot write dead letter; message will be redelivered");
+    }
+}
+
+/// A message that cannot be handled at all (undecodable, unknown campaign).
+async fn poison(ctx: &Ctx, msg: &Message, reason: String) {
+    // mail.outbox.<campaign>.<domain>: the campaign token names where the dead letter goes.
+    let campaign = msg
+        .subject
+        .split('.')
+        .nth(2)
+        .filter(|c| topology::validate_campaign_id(c).is_ok())
+        .unwrap_or("unknown")
+        .to_string();
+    let info = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let dl = DeadLetter {
+        v: WIRE_VERSION,
+        campaign: campaign.clone(),
+        seq: None,
+        outcome: Outcome::Dead,
+        reason: reason.clone(),
+        original: String::from_utf8_lossy(&msg.payload).into_owned(),
+        original_subject: msg.subject.to_string(),
+        attempts: vec![attempt(ctx, "-", None, reason.clone())],
+        at_ms: now_ms(),
+    };
+    let id = format!("poison.{info}");
+    if publish_dead(ctx, &id, &dl).await {
+        ctx.stats.dead.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(subject = %msg.subject, reason = %reason, "poison message moved to MAIL_DEAD");
+        settle(msg, AckKind::Term).await;
+    }
+}
+
+async fn publish_dead(ctx: &Ctx, id: &str, dl: &DeadLetter) -> bool {
+    retry("write a dead letter", || outcomes::publish_dead(&ctx.topo.js, dl, id)).await
+}
+
+/// Header marking a message re-published by [`hand_back`]: its delivery count restarted, so
+/// the ledger must be checked even on its first delivery.
+pub const REQUEUED_HEADER: &str = "Jetmail-Requeued";
+
+/// Returns a message untried. A nak costs one delivery, so at the last allowed delivery the
+/// message is re-published (new id, fresh count) and the old one acked instead: waiting for a
+/// paused campaign or an open circuit must never turn a recipient into a dead letter.
+async fn hand_back(ctx: &Ctx, msg: &Message, delivery: i64, delay: std::time::Duration) {
+    if delivery + 1 < ctx.max_deliver {
+        return settle(msg, AckKind::Nak(Some(delay))).await;
+    }
+    let stream_seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("requeue.{stream_seq}").as_str());
+    headers.insert(REQUEUED_HEADER, "1");
+    let published = ctx
+        .topo
+        .js
+        .publish_with_headers(msg.subject.clone(), headers, msg.payload.clone())
+        .await;
+    let confirmed = match published {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    };
+    if confirmed {
+        ack_msg(msg).await
+    } else {
+        settle(msg, AckKind::Nak(Some(delay))).await
+    }
+}
+
+/// Acks with the broker's confirmation: once this returns Ok the message will not come back.
+async fn ack_msg(msg: &Message) {
+    if let Err(e) = msg.double_ack().await {
+        // The ledger makes a lost ack harmless: the redelivery is acked without sending.
+        tracing::warn!(error = %e, "ack not confirmed; the ledger will absorb a redelivery");
+    }
+}
+
+async fn settle(msg: &Message, kind: AckKind) {
+    if let Err(e) = msg.ack_with(kind).await {
+        tracing::warn!(error = %e, "cannot settle message; it will be redelivered after the ack wait");
+    }
+}
+
+/// Retries a broker write for a while (a broker restart is ridden out), logging failures.
+async fn retry<T, E, F, Fut>(what: &str, mut f: F) -> bool
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + SETTLE_RETRY_FOR;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match f().await {
+            Ok(_) => return true,
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "cannot {what}; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot {what}; giving up");
+                return false;
+            }
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! jetmail sender: pulls recipients from the shared durable consumer, only as many as it has
+//! free send slots, delivers them over SMTP and settles each one (DESIGN.md, "Sender, per
+//! message"). Many instances share the consumer; the broker balances the load.
+
+pub mod campaigns;
+pub mod circuit;
+pub mod deliver;
+pub mod heartbeat;
+pub mod smtp;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull, Consumer};
+use async_nats::jetstream::AckKind;
+use futures::StreamExt;
+use jetmail_common::topology::{self, Topology};
+use jetmail_common::wire::SenderState;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::campaigns::Campaigns;
+use crate::circuit::Circuit;
+use crate::smtp::{Relay, RelayUrl};
+
+/// Everything a sender needs to know, from its command line.
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    pub id: String,
+    pub host: String,
+    pub relays: Vec<RelayUrl>,
+    pub concurrency: usize,
+    pub heartbeat_interval: Duration,
+    /// Nak delay after the n-th failed delivery; MaxDeliver is its length + 1.
+    pub retry_backoff: Vec<Duration>,
+    pub send_timeout: Duration,
+    /// Ack wait of the shared consumer; a message whose sender died comes back after it.
+    pub ack_wait: Duration,
+    pub drain_timeout: Duration,
+    pub circuit_failures: u32,
+    pub circuit_cooldown: Duration,
+    /// Nak delay for a message of a paused campaign.
+    pub paused_retry: Duration,
+    /// Nak delay for a message handed back untried (every circuit open, campaign unreadable).
+    pub blocked_retry: Duration,
+    /// Test-only: abort the process when this recipient comes up.
+    pub crash_on: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SenderError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot create the senders consumer: {0}")]
+    Consumer(String),
+}
+
+/// Counters reported in heartbeats.
+#[derive(Default)]
+pub struct Stats {
+    pub sent: AtomicU64,
+    pub failed: AtomicU64,
+    pub deferred: AtomicU64,
+    pub dead: AtomicU64,
+    pub in_flight: AtomicU64,
+}
+
+/// State shared by the pull loop and every send task.
+pub struct Ctx {
+    pub cfg: SenderConfig,
+    pub topo: Topology,
+    pub campaigns: Campaigns,
+    pub relays: Vec<Relay>,
+    pub stats: Stats,
+    pub max_deliver: i64,
+    pub crash_on: Option<String>,
+    next_relay: AtomicUsize,
+    state: std::sync::Mutex<SenderState>,
+}
+
+impl Ctx {
+    /// A relay whose circuit lets a send through, round-robin; `None` if every circuit is open.
+    pub fn pick_relay(&self) -> Option<usize> {
+        let n = self.relays.len();
+        let start = self.next_relay.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| self.relays[i].circuit.lock().unwrap().try_acquire(now))
+    }
+
+    /// The nak delay after failed delivery number `delivery` (1-based).
+    pub fn retry_delay(&self, delivery: i64) -> Duration {
+        let i = (delivery.max(1) as usize - 1).min(self.cfg.retry_backoff.len().saturating_sub(1));
+        self.cfg.retry_backoff.get(i).copied().unwrap_or(Duration::from_secs(30))
+    }
+
+    fn any_relay_usable(&self) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut wait = Duration::MAX;
+        for r in &self.relays {
+            let c = r.circuit.lock().unwrap();
+            if c.would_allow(now) {
+                return Ok(());
+            }
+            wait = wait.min(c.until_probe(now));
+        }
+        Err(wait.max(Duration::from_millis(50)))
+    }
+
+    pub fn state(&self) -> SenderState {
+        *self.state.lock().unwrap()
+    }
+
+    fn set_state(&self, s: SenderState) {
+        let mut cur = self.state.lock().unwrap();
+        if *cur != s {
+            tracing::info!(from = ?*cur, to = ?s, "sender state");
+            *cur = s;
+        }
+    }
+}
+
+impl SenderConfig {
+    pub fn validate(&self) -> Result<(), SenderError> {
+        if self.relays.is_empty() {
+            return Err(SenderError::Config("at least one --smtp-url is needed".into()));
+        }
+        if self.concurrency == 0 {
+            return Err(SenderError::Config("--concurrency must be at least 1".into()));
+        }
+        if self.retry_backoff.is_empty() {
+            return Err(SenderError::Config("--retry-backoff needs at least one delay".into()));
+        }
+        // A send still running when the ack wait expires would see its message redelivered.
+        if self.send_timeout * 2 > self.ack_wait {
+            return Err(SenderError::Config(format!(
+                "--send-timeout ({:?}) must be at most half of --ack-wait ({:?})",
+                self.send_timeout, self.ack_wait
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How long one pull request waits for messages when the queue is empty.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
+
+/// Runs a sender until `shutdown`, then drains: stops pulling, finishes what is in flight
+/// (up to `drain_timeout`), publishes a last `stopped` heartbeat.
+pub async fn run(
+    cfg: SenderConfig,
+    client: async_nats::Client,
+    topo: Topology,
+    shutdown: CancellationToken,
+) -> Result<(), SenderError> {
+    cfg.validate()?;
+    let max_deliver = cfg.retry_backoff.len() as i64 + 1;
+    let consumer = senders_consumer(&topo, &cfg).await?;
+    let relays = cfg
+        .relays
+        .iter()
+        .map(|u| {
+            Relay::new(
+                u.clone(),
+                cfg.concurrency,
+                Circuit::new(cfg.circuit_failures, cfg.circuit_cooldown),
+                cfg.host.clone(),
+            )
+        })
+        .collect();
+    let ctx = Arc::new(Ctx {
+        campaigns: Campaigns::new(topo.campaigns.clone()),
+        relays,
+        stats: Stats::default(),
+        max_deliver,
+        crash_on: cfg.crash_on.clone(),
+        next_relay: AtomicUsize::new(0),
+        state: std::sync::Mutex::new(SenderState::Up),
+        topo,
+        cfg,
+    });
+    let background = CancellationToken::new();
+    let watch = tokio::spawn(ctx.campaigns.clone().watch(background.clone()));
+    let beats = tokio::spawn(heartbeat::run(ctx.clone(), client.clone(), background.clone()));
+    tracing::info!(id = %ctx.cfg.id, concurrency = ctx.cfg.concurrency, relays = ctx.relays.len(), "sender ready");
+
+    let tracker = TaskTracker::new();
+    pull_loop(&ctx, &client, consumer, &tracker, &shutdown).await;
+
+    ctx.set_state(SenderState::Draining);
+    tracker.close();
+    let in_flight = ctx.stats.in_flight.load(Ordering::Relaxed);
+    tracing::info!(in_flight, "draining: finishing sends in flight");
+    if tokio::time::timeout(ctx.cfg.drain_timeout, tracker.wait()).await.is_err() {
+        tracing::error!(
+            unfinished = ctx.stats.in_flight.load(Ordering::Relaxed),
+            "drain deadline passed; exiting with sends unfinished (they will be redelivered)"
+        );
+    }
+    for r in &ctx.relays {
+        r.close().await;
+    }
+    ctx.set_state(SenderState::Stopped);
+    background.cancel();
+    let _ = watch.await;
+    let _ = beats.await; // publishes the final `stopped` heartbeat
+    // Acks are queued in the client: flush them before the process ends.
+    let _ = client.flush().await;
+    tracing::info!("sender stopped");
+    Ok(())
+}
+
+/// Creates or updates the shared consumer so that MaxDeliver matches this sender's schedule.
+async fn senders_consumer(topo: &Topology, cfg: &SenderConfig) -> Result<Consumer<pull::Config>, SenderError> {
+    topo.outbox
+        .create_consumer(topology::senders_consumer_config(cfg.retry_backoff.len(), cfg.ack_wait))
+        .await
+        .map_err(|e| SenderError::Consumer(e.to_string()))
+}
+
+async fn pull_loop(
+    ctx: &Arc<Ctx>,
+    client: &async_nats::Client,
+    mut consumer: Consumer<pull::Config>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(ctx.cfg.concurrency));
+    let mut failures = 0u32;
+    while !shutdown.is_cancelled() {
+        if client.connection_state() != async_nats::connection::State::Connected {
+            // Start no send whose outcome we could not record.
+            ctx.set_state(SenderState::Disconnected);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+            }
+        }
+        if let Err(wait) = ctx.any_relay_usable() {
+            ctx.set_state(SenderState::Blocked);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait.min(Duration::from_secs(1))) => continue,
+            }
+        }
+        ctx.set_state(SenderState::Up);
+        // Pull only as many messages as there are free slots: a buffered message's ack wait
+        // runs while it waits, and an expired one is delivered twice.
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        // A half-open circuit wants one probe, not a batch.
+        if ctx.relays.iter().all(|r| r.circuit.lock().unwrap().state() != jetmail_common::wire::CircuitState::Closed) {
+            permits.truncate(1);
+        }
+        let batch = consumer
+            .batch()
+            .max_messages(permits.len())
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, failures, "pull request failed");
+                if failures >= 3 {
+                    // After a reconnect a consumer handle can stay broken: make a new one.
+                    if let Ok(c) = senders_consumer(&ctx.topo, &ctx.cfg).await {
+                        consumer = c;
+                        failures = 0;
+                    }
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
+                }
+            }
+        };
+        let mut stopping = false;
+        loop {
+            let next = if stopping {
+                // Messages of a pull already sent keep arriving: hand them back at once.
+                tokio::time::timeout(PULL_EXPIRES, batch.next()).await.ok().flatten()
+            } else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => { stopping = true; continue; }
+                    n = batch.next() => n,
+                }
+            };
+            match next {
+                Some(Ok(msg)) => {
+                    failures = 0;
+                    if stopping {
+                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+                        continue;
+                    }
+                    let Some(permit) = permits.pop() else {
+                        // More than requested cannot happen; never hold one without a slot.
+                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+                        continue;
+                    };
+                    tracker.spawn(deliver::handle(ctx.clone(), msg, permit));
+                }
+                Some(Err(e)) => {
+                    failures += 1;
+                    tracing::debug!(error = %e, "pull batch ended with an error");
+                    break;
+                }
+                None => break,
+            }
+        }
+        drop(permits);
+    }
+}
