@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use jetmail_common::config::{jetstream_context, parse_duration, parse_duration_list, NatsArgs};
+use jetmail_common::config::{jetstream_context, parse_duration, NatsArgs};
 use jetmail_sender::smtp::RelayUrl;
 use jetmail_sender::SenderConfig;
 
@@ -24,7 +24,7 @@ struct Args {
     #[arg(long, env = "JETMAIL_HEARTBEAT_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     heartbeat_interval: Duration,
     /// Nak delays after the 1st, 2nd, … failed delivery; MaxDeliver is their count + 1.
-    #[arg(long, env = "JETMAIL_RETRY_BACKOFF", default_value = "30s,2m,10m,30m,1h", value_parser = parse_duration_list)]
+    #[arg(long, env = "JETMAIL_RETRY_BACKOFF", default_value = "30s,2m,10m,30m,1h", value_delimiter = ',', value_parser = parse_duration)]
     retry_backoff: Vec<Duration>,
     /// Longest one SMTP send may take, connect to final reply.
     #[arg(long, env = "JETMAIL_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
