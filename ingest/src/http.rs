@@ -13,6 +13,7 @@ use jetmail_common::wire::{CampaignProgress, CampaignRecord, CampaignSpec};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::dead::{self, BulkReport, DeadError, DeadFilter};
 use crate::feed::{rows_from_json, rows_from_reader, JsonRecipient};
 use crate::publish::{self, SubmitError, Submission};
 
@@ -81,6 +82,9 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/campaigns", post(create_campaign).get(list_campaigns))
         .route("/v1/campaigns/{id}", get(get_campaign))
+        .route("/v1/campaigns/preview", post(preview))
+        .route("/v1/dead", get(dead_list).delete(dead_purge))
+        .route("/v1/dead/replay", post(dead_replay))
         .merge(crate::control::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(Arc::new(state))
@@ -291,4 +295,96 @@ async fn list_campaigns(State(state): State<Arc<ApiState>>) -> Result<Json<serde
     }
     out.sort_by(|a, b| b.record.created_ms.cmp(&a.record.created_ms));
     Ok(Json(json!({ "campaigns": out })))
+}
+
+#[derive(Debug, Deserialize)]
+struct DeadQuery {
+    campaign: Option<String>,
+    reason: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+fn dead_error(e: DeadError) -> ApiError {
+    match e {
+        DeadError::Filter(d) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_filter", d),
+        DeadError::Broker(d) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "broker", d),
+    }
+}
+
+async fn dead_list(
+    State(state): State<Arc<ApiState>>,
+    axum::extract::Query(q): axum::extract::Query<DeadQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let filter = DeadFilter {
+        campaign: q.campaign.filter(|c| !c.is_empty()),
+        reason: q.reason.filter(|r| !r.is_empty()),
+        seqs: None,
+    };
+    let (entries, total) = dead::list(&state.topo, &filter, q.limit).await.map_err(dead_error)?;
+    Ok(Json(json!({ "dead": entries, "total": total })))
+}
+
+fn parse_filter(body: &Bytes) -> Result<DeadFilter, ApiError> {
+    if body.is_empty() {
+        return Ok(DeadFilter::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))
+}
+
+async fn dead_replay(State(state): State<Arc<ApiState>>, body: Bytes) -> Result<Json<BulkReport>, ApiError> {
+    let filter = parse_filter(&body)?;
+    dead::replay(&state.topo, &filter).await.map(Json).map_err(dead_error)
+}
+
+async fn dead_purge(State(state): State<Arc<ApiState>>, body: Bytes) -> Result<Json<BulkReport>, ApiError> {
+    let filter = parse_filter(&body)?;
+    dead::purge(&state.topo, &filter).await.map(Json).map_err(dead_error)
+}
+
+/// Renders a campaign for its first valid recipient without publishing anything.
+async fn preview(State(_state): State<Arc<ApiState>>, headers: HeaderMap, req: Request) -> Result<Json<serde_json::Value>, ApiError> {
+    let is_multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let (spec, _, mut rows) = if is_multipart {
+        let mp = Multipart::from_request(req, &()).await.map_err(|e| body_error(e.status(), e.body_text()))?;
+        read_multipart(mp).await?
+    } else {
+        let body = Bytes::from_request(req, &()).await.map_err(|e| body_error(e.status(), e.body_text()))?;
+        let r: CampaignRequest = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_campaign", e.to_string()))?;
+        let spec = CampaignSpec { from: r.from, subject: r.subject, text: r.text, html: r.html.filter(|h| !h.trim().is_empty()) };
+        publish::validate_spec(&spec)?;
+        (spec, None, rows_from_json(r.recipients))
+    };
+    let mut rejected = Vec::new();
+    let mut first = None;
+    while let Some(row) = rows.recv().await {
+        match row {
+            crate::recipients::Row::Accepted(a) if first.is_none() => first = Some(a),
+            crate::recipients::Row::Rejected(r) if rejected.len() < publish::REJECTED_SAMPLE => rejected.push(r),
+            _ => {}
+        }
+    }
+    let Some(first) = first else {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_campaign", "no valid recipients"));
+    };
+    let t = jetmail_common::template::CampaignTemplates::compile(&spec)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_campaign", e.to_string()))?;
+    let r = t
+        .render(&first.email, &first.vars)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_campaign", e.to_string()))?;
+    Ok(Json(json!({
+        "recipient": first.email,
+        "subject": r.subject,
+        "text": r.text,
+        "html": r.html,
+        "rejected": rejected,
+    })))
 }

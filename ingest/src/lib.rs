@@ -2,6 +2,7 @@
 //! publishes one message per recipient to MAIL_OUTBOX. Ingest never talks SMTP.
 
 pub mod control;
+pub mod dead;
 pub mod feed;
 pub mod http;
 pub mod publish;

@@ -32,6 +32,29 @@ enum Command {
     },
     /// Print a campaign's status and counters as JSON.
     Status { campaign: String },
+    /// List, replay or purge dead letters.
+    Dead {
+        action: DeadAction,
+        /// Only this campaign's dead letters.
+        #[arg(long)]
+        campaign: Option<String>,
+        /// Only dead letters whose reason contains this text (case-insensitive).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only these MAIL_DEAD sequence numbers (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        seq: Vec<u64>,
+        /// `list` prints at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DeadAction {
+    List,
+    Replay,
+    Purge,
 }
 
 #[tokio::main]
@@ -62,6 +85,47 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("no campaign {campaign}"))?;
             println!("{}", serde_json::to_string_pretty(&view)?);
             Ok(())
+        }
+        Command::Dead { action, campaign, reason, seq, limit } => {
+            use jetmail_ingest::dead::{self, DeadFilter};
+            let filter = DeadFilter {
+                campaign,
+                reason,
+                seqs: if seq.is_empty() { None } else { Some(seq) },
+            };
+            match action {
+                DeadAction::List => {
+                    let (entries, total) = dead::list(&topo, &filter, limit).await?;
+                    for e in &entries {
+                        println!(
+                            "{}\t{}\t#{}\t{}\t{}",
+                            e.stream_seq,
+                            e.letter.campaign,
+                            e.letter.seq.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                            e.letter.outcome.as_str(),
+                            e.letter.reason
+                        );
+                    }
+                    eprintln!("{total} dead letters match ({} shown)", entries.len());
+                    Ok(())
+                }
+                DeadAction::Replay | DeadAction::Purge => {
+                    let (verb, report) = if matches!(action, DeadAction::Replay) {
+                        ("replayed", dead::replay(&topo, &filter).await?)
+                    } else {
+                        ("purged", dead::purge(&topo, &filter).await?)
+                    };
+                    for e in &report.errors {
+                        eprintln!("error: {e}");
+                    }
+                    println!("{verb} {} dead letters", report.done);
+                    if report.errors.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(anyhow::anyhow!("{} dead letters could not be {verb}", report.errors.len()))
+                    }
+                }
+            }
         }
     };
     // Acks are queued in the client: flush them before the process ends.
