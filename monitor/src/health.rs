@@ -81,7 +81,7 @@ pub async fn run(
                 let overdue: Vec<SenderHealth> = {
                     let mut m = map.lock().unwrap();
                     m.values_mut()
-                        .filter(|h| !matches!(h.state, SenderState::Down | SenderState::Stopped))
+                        .filter(|h| h.state != SenderState::Down)
                         .filter(|h| now.saturating_sub(h.last_seen_ms) > MISSED_BEATS * h.interval_ms.max(100))
                         .map(|h| { h.state = SenderState::Down; h.in_flight = 0; h.rate = 0.0; h.clone() })
                         .collect()

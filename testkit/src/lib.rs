@@ -6,12 +6,14 @@
 pub mod nats;
 pub mod process;
 pub mod smtp;
+pub mod stack;
 
 use std::time::{Duration, Instant};
 
 pub use nats::NatsServer;
 pub use process::{bin_path, Service};
 pub use smtp::{Faults, SmtpSink};
+pub use stack::Stack;
 
 /// A free TCP port on 127.0.0.1 (bound, then released: good enough for one test run).
 pub fn free_port() -> u16 {
