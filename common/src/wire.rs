@@ -114,6 +114,9 @@ pub struct CampaignRecord {
     /// The Idempotency-Key it was created with over HTTP, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Hash of the request that created it: the same key with another request is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_fingerprint: Option<String>,
 }
 
 /// Delivery progress of one campaign, key `<campaign>.progress`, written by the monitor only.

@@ -125,7 +125,7 @@ async fn create_campaign(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let (spec, campaign_id, rows) = if is_multipart {
+    let (spec, campaign_id, rows, fingerprint) = if is_multipart {
         let mp = Multipart::from_request(req, &state)
             .await
             .map_err(|e| body_error(e.status(), e.body_text()))?;
@@ -146,13 +146,15 @@ async fn create_campaign(
         };
         // Refuse a broken campaign before a single row is classified.
         publish::validate_spec(&spec)?;
-        (spec, r.campaign_id, rows_from_json(r.recipients))
+        let fp = publish::fingerprint(&[&body]);
+        (spec, r.campaign_id, rows_from_json(r.recipients), fp)
     };
     let report = publish::submit(
         &state.topo,
         Submission {
             campaign_id,
             spec,
+            fingerprint: key.as_ref().map(|_| fingerprint),
             idempotency_key: key,
         },
         rows,
@@ -178,9 +180,15 @@ async fn create_campaign(
     Ok(resp)
 }
 
-async fn read_multipart(
-    mut mp: Multipart,
-) -> Result<(CampaignSpec, Option<String>, tokio::sync::mpsc::Receiver<crate::recipients::Row>), ApiError> {
+type MultipartCampaign = (
+    CampaignSpec,
+    Option<String>,
+    tokio::sync::mpsc::Receiver<crate::recipients::Row>,
+    String,
+);
+
+async fn read_multipart(mut mp: Multipart) -> Result<MultipartCampaign, ApiError> {
+    let mut parts: Vec<Bytes> = Vec::new();
     let mut from = None;
     let mut subject = None;
     let mut text = String::new();
@@ -198,6 +206,8 @@ async fn read_multipart(
             .bytes()
             .await
             .map_err(|e| body_error(e.status(), e.body_text()))?;
+        parts.push(Bytes::from(name.clone()));
+        parts.push(data.clone());
         let as_text = || {
             String::from_utf8(data.to_vec()).map_err(|_| {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("field {name} is not UTF-8"))
@@ -224,7 +234,8 @@ async fn read_multipart(
     let recipients = recipients.ok_or_else(|| missing("recipients"))?;
     let (rows, _) = rows_from_reader(std::io::Cursor::new(recipients))
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_campaign", format!("recipients: {e}")))?;
-    Ok((spec, campaign_id, rows))
+    let refs: Vec<&[u8]> = parts.iter().map(|b| b.as_ref()).collect();
+    Ok((spec, campaign_id, rows, publish::fingerprint(&refs)))
 }
 
 /// A campaign as the API shows it.
@@ -352,7 +363,7 @@ async fn preview(State(_state): State<Arc<ApiState>>, headers: HeaderMap, req: R
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let (spec, _, mut rows) = if is_multipart {
+    let (spec, _, mut rows, _) = if is_multipart {
         let mp = Multipart::from_request(req, &()).await.map_err(|e| body_error(e.status(), e.body_text()))?;
         read_multipart(mp).await?
     } else {
@@ -361,7 +372,7 @@ async fn preview(State(_state): State<Arc<ApiState>>, headers: HeaderMap, req: R
             .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_campaign", e.to_string()))?;
         let spec = CampaignSpec { from: r.from, subject: r.subject, text: r.text, html: r.html.filter(|h| !h.trim().is_empty()) };
         publish::validate_spec(&spec)?;
-        (spec, None, rows_from_json(r.recipients))
+        (spec, None, rows_from_json(r.recipients), String::new())
     };
     let mut rejected = Vec::new();
     let mut first = None;

@@ -80,6 +80,20 @@ pub struct Submission {
     pub campaign_id: Option<String>,
     pub spec: CampaignSpec,
     pub idempotency_key: Option<String>,
+    /// Hash of the whole request, for requests that carry an idempotency key.
+    pub fingerprint: Option<String>,
+}
+
+/// A stable hash of request bytes (FNV-1a 64; std's hashers are not stable across releases).
+pub fn fingerprint(parts: &[&[u8]]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.iter().chain(&[0xff]) {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
 }
 
 /// Checks what can be checked before reading any recipient.
@@ -112,13 +126,7 @@ pub fn new_campaign_id() -> String {
 
 /// Campaign id for an HTTP Idempotency-Key: stable, so a replayed request finds its campaign.
 pub fn campaign_id_for_key(key: &str) -> String {
-    // FNV-1a, 64 bit: a stable hash (std's hashers are not stable across releases).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.as_bytes() {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("k{h:016x}")
+    format!("k{}", fingerprint(&[key.as_bytes()]))
 }
 
 pub use jetmail_common::records::{load_record, update_record};
@@ -172,6 +180,7 @@ pub async fn submit(
         created_ms: now_ms(),
         publish: PublishProgress::default(),
         idempotency_key: sub.idempotency_key.clone(),
+        request_fingerprint: sub.fingerprint.clone(),
     };
     let bytes = Bytes::from(serde_json::to_vec(&fresh).map_err(|e| broker(0, e.to_string()))?);
     let resume_after = match topo.campaigns.create(&id, bytes).await {
@@ -181,7 +190,10 @@ pub async fn submit(
                 .await
                 .map_err(|e| broker(0, e))?
                 .ok_or_else(|| broker(0, "campaign record vanished".into()))?;
-            if rec.spec != sub.spec || rec.idempotency_key != sub.idempotency_key {
+            if rec.spec != sub.spec
+                || rec.idempotency_key != sub.idempotency_key
+                || (sub.fingerprint.is_some() && rec.request_fingerprint != sub.fingerprint)
+            {
                 return Err(SubmitError::Conflict(id));
             }
             if rec.publish.complete {

@@ -113,11 +113,61 @@ impl RowClassifier {
 
 /// Iterator over the rows of one input.
 pub struct RecipientReader<R: Read> {
-    csv: csv::Reader<BufReader<R>>,
+    csv: csv::Reader<LineIndex<BufReader<R>>>,
     mode: Mode,
     seen: RowClassifier,
-    pending_first: Option<csv::ByteRecord>,
+    pending_first: Option<(csv::ByteRecord, u64)>,
     record: csv::ByteRecord,
+}
+
+/// Passes bytes through to the csv parser and remembers where the line breaks are, so a
+/// record's line number can be told exactly. (The csv crate's own line count depends on
+/// whether a record ended in LF or CRLF and skips blank lines.) Only the line breaks the parser
+/// may still ask about are kept, so memory stays flat.
+struct LineIndex<R> {
+    inner: R,
+    offset: u64,
+    newlines: std::collections::VecDeque<u64>,
+    /// Line breaks dropped from `newlines` (all before `asked`).
+    dropped: u64,
+    asked: std::cell::Cell<u64>,
+}
+
+impl<R: Read> Read for LineIndex<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for (i, b) in buf[..n].iter().enumerate() {
+            if *b == b'\n' {
+                self.newlines.push_back(self.offset + i as u64);
+            }
+        }
+        self.offset += n as u64;
+        let asked = self.asked.get();
+        while self.newlines.front().is_some_and(|&o| o < asked) {
+            self.newlines.pop_front();
+            self.dropped += 1;
+        }
+        Ok(n)
+    }
+}
+
+impl<R> LineIndex<R> {
+    /// 1-based line of the byte at `offset`. Offsets must not decrease between calls.
+    fn line_of(&self, offset: u64) -> u64 {
+        self.asked.set(self.asked.get().max(offset));
+        1 + self.dropped + self.newlines.iter().take_while(|&&o| o < offset).count() as u64
+    }
+}
+
+/// The line a record starts on: the line of its last byte, less the line breaks inside it.
+fn start_line<R: Read>(csv: &csv::Reader<LineIndex<R>>, rec: &csv::ByteRecord) -> u64 {
+    let end = csv.position().byte();
+    let end_line = csv.get_ref().line_of(end.saturating_sub(1));
+    let inner: usize = rec
+        .iter()
+        .map(|f| f.iter().filter(|&&b| b == b'\n').count())
+        .sum();
+    end_line.saturating_sub(inner as u64).max(1)
 }
 
 fn field(rec: &csv::ByteRecord, i: usize) -> Result<String, String> {
@@ -141,7 +191,13 @@ impl<R: Read> RecipientReader<R> {
         let mut csv = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
-            .from_reader(buffered);
+            .from_reader(LineIndex {
+                inner: buffered,
+                offset: 0,
+                newlines: Default::default(),
+                dropped: 0,
+                asked: Default::default(),
+            });
         let mut first = csv::ByteRecord::new();
         // The csv crate skips blank lines, so the first record is the first non-blank line.
         let got = csv
@@ -150,6 +206,7 @@ impl<R: Read> RecipientReader<R> {
         if !got {
             return Err(FormatError::Empty);
         }
+        let first_line = start_line(&csv, &first);
         let names: Vec<String> = first
             .iter()
             .map(|f| String::from_utf8_lossy(f).trim().to_string())
@@ -157,8 +214,7 @@ impl<R: Read> RecipientReader<R> {
         let email_col = names.iter().position(|n| n.eq_ignore_ascii_case("email"));
         let (mode, pending_first) = match email_col {
             Some(email_col) => (Mode::Csv { email_col, names }, None),
-            None if names.len() == 1 && names[0].contains('@') => (Mode::Bare, Some(first)),
-            None if names.len() == 1 => (Mode::Bare, Some(first)),
+            None if names.len() == 1 => (Mode::Bare, Some((first, first_line))),
             None => return Err(FormatError::NoEmailColumn(names.join(","))),
         };
         Ok(Self {
@@ -223,8 +279,7 @@ impl<R: Read> Iterator for RecipientReader<R> {
     type Item = Row;
 
     fn next(&mut self) -> Option<Row> {
-        if let Some(first) = self.pending_first.take() {
-            let line = first.position().map(|p| p.line()).unwrap_or(1);
+        if let Some((first, line)) = self.pending_first.take() {
             return Some(self.classify(&first, line));
         }
         let mut rec = std::mem::take(&mut self.record);
@@ -232,7 +287,7 @@ impl<R: Read> Iterator for RecipientReader<R> {
             match self.csv.read_byte_record(&mut rec) {
                 Ok(false) => break None,
                 Ok(true) => {
-                    let line = rec.position().map(|p| p.line()).unwrap_or(0);
+                    let line = start_line(&self.csv, &rec);
                     // A line holding only separators/whitespace is blank, not a bad row.
                     if rec.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
                         continue;
@@ -240,7 +295,8 @@ impl<R: Read> Iterator for RecipientReader<R> {
                     break Some(self.classify(&rec, line));
                 }
                 Err(e) => {
-                    let line = e.position().map(|p| p.line()).unwrap_or(0);
+                    let end = self.csv.position().byte();
+                    let line = self.csv.get_ref().line_of(end.saturating_sub(1));
                     break Some(Row::Rejected(RejectedRow {
                         line,
                         email: String::new(),
@@ -287,7 +343,7 @@ mod tests {
     fn bare_addresses_and_duplicates() {
         let r = rows("a@example.com\nb@example.com\nA@EXAMPLE.COM\na@example.com\n");
         assert!(matches!(&r[2], Row::Accepted(_)), "local part is case-sensitive");
-        assert!(matches!(&r[3], Row::Duplicate { line: 4, .. }));
+        assert!(matches!(&r[3], Row::Duplicate { line: 4, .. }), "{r:?}");
     }
 
     #[test]

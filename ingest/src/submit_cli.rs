@@ -110,6 +110,7 @@ pub async fn run(topo: &Topology, args: SubmitArgs) -> anyhow::Result<SubmitRepo
             campaign_id: args.campaign_id.clone(),
             spec,
             idempotency_key: None,
+            fingerprint: None,
         },
         rows,
         &mut progress,
