@@ -20,10 +20,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let sink = jetmail_testkit::SmtpSink::start_on(args.listen, false, args.maildir).await?;
     eprintln!("jetmail-sink listening on {}", sink.addr);
+    let shutdown = jetmail_common::shutdown::shutdown_token();
     let mut last = 0;
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {
                 let total = sink.total();
                 if total != last {

@@ -1,0 +1,3 @@
+//! Checks on the repository's deployment files.
+
+mod compose;
