@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs the whole jetmail stack on this machine (nats-server, a local SMTP sink, ingest's API,
+# 3 senders, the monitor and the web UI), sends the demo campaign in examples/ and shows
+# the delivered mail. Everything lives in .jetmail-demo/ and stops with Ctrl-C.
+#   scripts/demo.sh            # keep running after the campaign (web UI on :8090)
+#   scripts/demo.sh --once     # stop after the campaign is done
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo build --workspace --bins --quiet
+BIN=target/debug
+DIR=.jetmail-demo
+rm -rf "$DIR" && mkdir -p "$DIR/mail"
+NATS_PORT=${NATS_PORT:-4222}
+export JETMAIL_NATS_URL="nats://127.0.0.1:$NATS_PORT"
+export JETMAIL_WEBUI_PASSWORD=${JETMAIL_WEBUI_PASSWORD:-demo}
+pids=()
+cleanup() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+start() { local name=$1; shift; "$@" >"$DIR/$name.log" 2>&1 & pids+=($!); }
+
+start nats nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$DIR/jetstream"
+start sink "$BIN/jetmail-sink" --listen 127.0.0.1:2525 --maildir "$DIR/mail"
+sleep 1
+start ingest "$BIN/jetmail-ingest" serve --listen 127.0.0.1:8080
+start monitor "$BIN/jetmail-monitor" --listen 127.0.0.1:8081
+for i in 1 2 3; do
+  start "sender$i" "$BIN/jetmail-sender" --smtp-url smtp://127.0.0.1:2525 --id "demo-sender-$i"
+done
+start webui "$BIN/jetmail-webui" --ingest-url http://127.0.0.1:8080 --listen 127.0.0.1:8090
+sleep 1
+
+"$BIN/jetmail-ingest" submit --from 'jetmail demo <demo@example.com>' \
+  --subject 'Welcome, {{ name }}' --text examples/welcome.txt --html examples/welcome.html \
+  --recipients examples/recipients.csv --campaign-id demo
+
+for _ in $(seq 1 60); do
+  status=$("$BIN/jetmail-ingest" status demo 2>/dev/null | sed -n 's/^  "status": "\(.*\)",/\1/p')
+  [[ "$status" == "done" ]] && break
+  sleep 0.5
+done
+echo
+echo "campaign demo is ${status:-unknown}; $(ls "$DIR/mail" | wc -l) messages delivered to $DIR/mail/:"
+ls "$DIR/mail"
+echo
+echo "---- first message ----"
+head -c 1500 "$(ls "$DIR"/mail/*.eml | head -1)"
+echo
+echo "----"
+echo "web UI: http://127.0.0.1:8090 (password: $JETMAIL_WEBUI_PASSWORD)   ingest API: http://127.0.0.1:8080"
+echo "monitor: http://127.0.0.1:8081/v1/senders   logs: $DIR/*.log"
+if [[ "${1:-}" != "--once" ]]; then
+  echo "running; Ctrl-C stops everything"
+  wait
+fi
