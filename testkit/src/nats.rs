@@ -82,6 +82,10 @@ impl NatsServer {
         .await
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// `kill -9` the server.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
