@@ -286,16 +286,9 @@ impl IngestClient {
             encode_component(campaign),
             action.as_str()
         );
-        self.call(
-            Method::POST,
-            &path,
-            None,
-            &[],
-            Bytes::new(),
-            QUICK_TIMEOUT,
-        )
-        .await
-        .map(|_| ())
+        self.call(Method::POST, &path, None, &[], Bytes::new(), QUICK_TIMEOUT)
+            .await
+            .map(|_| ())
     }
 
     pub async fn dead_list(
@@ -383,10 +376,8 @@ fn multipart(form: &CampaignForm) -> (String, Bytes) {
     let mut body = Vec::with_capacity(form.recipients.len() + 1024);
     let mut text_part = |name: &str, value: &str| {
         body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n"
-            )
-            .as_bytes(),
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n")
+                .as_bytes(),
         );
         body.extend_from_slice(value.as_bytes());
         body.extend_from_slice(b"\r\n");

@@ -13,6 +13,7 @@ pub mod live;
 pub mod pages;
 pub mod render;
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -139,10 +140,7 @@ pub fn router(state: AppState) -> Router {
             get(pages::new_campaign::preview_html),
         )
         .route("/campaigns/{id}", get(pages::campaigns::detail))
-        .route(
-            "/campaigns/{id}/{action}",
-            post(pages::campaigns::control),
-        )
+        .route("/campaigns/{id}/{action}", post(pages::campaigns::control))
         .route("/senders", get(pages::senders::page))
         .route("/dead", get(pages::dead::page).post(pages::dead::act))
         .route("/events/campaigns", get(live::campaign_events))

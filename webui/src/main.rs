@@ -1,1 +1,84 @@
-fn main() {}
+use anyhow::Context;
+use clap::Parser;
+use jetmail_common::config::{jetstream_context, NatsArgs};
+use jetmail_webui::{Access, Config};
+
+/// Environment variable holding the login password. It is read from the environment only,
+/// never a flag, so it does not show in the process list.
+const PASSWORD_ENV: &str = "JETMAIL_WEBUI_PASSWORD";
+
+#[derive(Parser)]
+#[command(
+    name = "jetmail-webui",
+    version,
+    about = "jetmail web UI: send a campaign from a browser, watch it live, senders, dead letters",
+    after_help = "The login password comes from JETMAIL_WEBUI_PASSWORD (or --password-file)."
+)]
+struct Args {
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// Base URL of `jetmail-ingest serve`: every change goes through it.
+    #[arg(
+        long,
+        env = "JETMAIL_INGEST_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    ingest_url: String,
+    /// Address to serve the web UI on.
+    #[arg(long, env = "JETMAIL_WEBUI_LISTEN", default_value = "127.0.0.1:8090")]
+    listen: std::net::SocketAddr,
+    /// Read the password from this file (its first line) instead of JETMAIL_WEBUI_PASSWORD.
+    #[arg(long, env = "JETMAIL_WEBUI_PASSWORD_FILE")]
+    password_file: Option<std::path::PathBuf>,
+    /// Run without a login: anyone who can reach the port may send mail. Every page says so.
+    #[arg(long, env = "JETMAIL_WEBUI_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
+    /// Mark the session cookie `Secure` (serve it over HTTPS, behind a TLS proxy).
+    #[arg(long, env = "JETMAIL_WEBUI_SECURE_COOKIE")]
+    secure_cookie: bool,
+}
+
+fn access(args: &Args) -> anyhow::Result<Access> {
+    let password = match &args.password_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the password file {}", path.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        None => std::env::var(PASSWORD_ENV).unwrap_or_default(),
+    };
+    match (password.is_empty(), args.insecure_no_auth) {
+        (false, false) => Ok(Access::Password(password)),
+        (true, true) => Ok(Access::Open),
+        (true, false) => anyhow::bail!(
+            "no password: set {PASSWORD_ENV} (or --password-file), or pass --insecure-no-auth \
+             to run without a login"
+        ),
+        (false, true) => {
+            anyhow::bail!("both a password and --insecure-no-auth were given: choose one")
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    jetmail_common::telemetry::init_tracing();
+    let args = Args::parse();
+    let config = Config {
+        access: access(&args)?,
+        ingest_url: args.ingest_url.clone(),
+        secure_cookie: args.secure_cookie,
+    };
+    let shutdown = jetmail_common::shutdown::shutdown_token();
+    let client = args.nats.connect("jetmail-webui").await?;
+    let js = jetstream_context(client, 4096);
+    let topo = jetmail_common::topology::ensure(&js)
+        .await
+        .context("setting up JetStream")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    jetmail_webui::run(config, topo, listener, shutdown).await?;
+    Ok(())
+}

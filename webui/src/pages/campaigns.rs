@@ -1,0 +1,148 @@
+//! The campaign list and a campaign's page, with pause, resume and cancel.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use jetmail_common::records;
+use jetmail_common::topology;
+use minijinja::context;
+
+use crate::auth::{self, CsrfOnly, CurrentSession, Flash};
+use crate::ingest::{Control, IngestError};
+use crate::pages::error_page;
+use crate::AppState;
+
+/// A page waits this long at most for fresh outbox counts; the live stream corrects them.
+const PENDING_WAIT: Duration = Duration::from_secs(2);
+
+async fn refresh_pending(app: &AppState) {
+    let _ = tokio::time::timeout(PENDING_WAIT, app.hub.refresh_pending()).await;
+}
+
+/// `GET /campaigns`: every campaign, newest first, live.
+pub async fn list(
+    State(app): State<AppState>,
+    Extension(session): Extension<CurrentSession>,
+) -> Response {
+    refresh_pending(&app).await;
+    let campaigns = app.hub.campaigns();
+    app.templates
+        .page(
+            &app,
+            &session,
+            None,
+            "campaigns.html",
+            "campaigns",
+            context! { campaigns => campaigns },
+        )
+        .into_response()
+}
+
+/// `GET /campaigns/{id}`: counters, throughput chart and controls, live.
+pub async fn detail(
+    State(app): State<AppState>,
+    Extension(session): Extension<CurrentSession>,
+    Path(id): Path<String>,
+) -> Response {
+    let not_found = |app: &AppState| {
+        error_page(
+            app,
+            &session,
+            StatusCode::NOT_FOUND,
+            "No such campaign",
+            &format!("There is no campaign {id}."),
+        )
+    };
+    if topology::validate_campaign_id(&id).is_err() {
+        return not_found(&app);
+    }
+    if app.hub.campaign(&id).is_none() {
+        // Just created: the watch may not have delivered it yet, the bucket has it.
+        match records::load_record(&app.topo, &id).await {
+            Ok(Some((record, _))) => {
+                let progress = records::load_progress(&app.topo, &id)
+                    .await
+                    .unwrap_or_default();
+                app.hub.insert_record(record, progress);
+            }
+            Ok(None) => return not_found(&app),
+            Err(e) => {
+                return error_page(
+                    &app,
+                    &session,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Broker unavailable",
+                    &format!("Cannot read campaign {id}: {e}"),
+                )
+            }
+        }
+    }
+    refresh_pending(&app).await;
+    let (Some(summary), Some(record)) = (app.hub.campaign(&id), app.hub.record(&id)) else {
+        return not_found(&app);
+    };
+    let samples = serde_json::to_string(&app.hub.samples(&id)).unwrap_or_else(|_| "[]".into());
+    app.templates
+        .page(
+            &app,
+            &session,
+            None,
+            "campaign.html",
+            "campaigns",
+            context! { c => summary, spec => record.spec, samples => samples },
+        )
+        .into_response()
+}
+
+/// `POST /campaigns/{id}/{pause|resume|cancel}`, through ingest.
+pub async fn control(
+    State(app): State<AppState>,
+    Extension(session): Extension<CurrentSession>,
+    Path((id, action)): Path<(String, String)>,
+    Form(form): Form<CsrfOnly>,
+) -> Response {
+    if !auth::csrf_ok(&session, form.csrf()) {
+        return auth::csrf_refusal(&app, &session);
+    }
+    let Some(action) = Control::parse(&action) else {
+        return error_page(
+            &app,
+            &session,
+            StatusCode::NOT_FOUND,
+            "No such action",
+            "Campaigns can be paused, resumed or cancelled.",
+        );
+    };
+    if topology::validate_campaign_id(&id).is_err() {
+        return error_page(
+            &app,
+            &session,
+            StatusCode::NOT_FOUND,
+            "No such campaign",
+            "That campaign id is not valid.",
+        );
+    }
+    let flash = match app.ingest.control(&id, action).await {
+        Ok(()) => {
+            tracing::info!(campaign = %id, action = action.as_str(), "campaign control");
+            Flash::ok(match action {
+                Control::Pause => "Campaign paused: senders hold its messages until it resumes.",
+                Control::Resume => "Campaign resumed.",
+                Control::Cancel => {
+                    "Campaign cancelled: its remaining recipients will not be mailed."
+                }
+            })
+        }
+        Err(IngestError::Refused { detail, .. }) => Flash::error(detail),
+        Err(e) => Flash::error(e.to_string()),
+    };
+    app.sessions.set_flash(&session.id, flash);
+    Redirect::to(&format!(
+        "/campaigns/{}",
+        crate::ingest::encode_component(&id)
+    ))
+    .into_response()
+}
