@@ -1,0 +1,230 @@
+//! Test support: an in-process web UI wired to a real nats-server and a real ingest API, and
+//! a tiny cookie-keeping client that drives the router without a socket.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use jetmail_common::config::jetstream_context;
+use jetmail_common::topology::{self, Topology};
+use jetmail_testkit::NatsServer;
+use jetmail_webui::{router, Access, AppState, Config};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The web UI under test with everything it talks to.
+pub struct TestApp {
+    pub router: Router,
+    pub topo: Topology,
+    pub state: AppState,
+    shutdown: CancellationToken,
+    // Dropped last: the broker outlives the services using it.
+    _nats: NatsServer,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Starts nats-server, ingest's API (in-process, on a loopback port) and the web UI's state.
+pub async fn spawn_app(access: Access) -> TestApp {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let shutdown = CancellationToken::new();
+
+    let ingest_js = jetstream_context(
+        client.clone(),
+        jetmail_ingest::publish::PUBLISH_MAX_ACK_INFLIGHT,
+    );
+    let ingest_topo = topology::ensure(&ingest_js).await.expect("topology");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ingest_addr = listener.local_addr().unwrap();
+    tokio::spawn(jetmail_ingest::serve(
+        ingest_topo,
+        listener,
+        jetmail_ingest::http::DEFAULT_MAX_BODY,
+        shutdown.clone(),
+    ));
+
+    let js = jetstream_context(client, 4096);
+    let topo = topology::ensure(&js).await.expect("topology");
+    let config = Config {
+        ingest_url: format!("http://{ingest_addr}"),
+        access,
+        secure_cookie: false,
+    };
+    let state = AppState::new(config, topo.clone(), shutdown.clone()).expect("state");
+    TestApp {
+        router: router(state.clone()),
+        topo,
+        state,
+        shutdown,
+        _nats: nats,
+    }
+}
+
+/// One answer, body read whole.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn location(&self) -> &str {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// A browser-like client: keeps the session cookie, reads CSRF tokens from pages.
+pub struct Client {
+    router: Router,
+    pub cookie: Option<String>,
+}
+
+/// The value of the first `name="csrf" value="…"` in a page.
+pub fn csrf_of(page: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = page.find(marker).expect("page has a CSRF field") + marker.len();
+    page[start..].split('"').next().unwrap().to_string()
+}
+
+fn form_urlencode(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                jetmail_webui::ingest::encode_component(k),
+                jetmail_webui::ingest::encode_component(v)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A part of a multipart form: `(name, Some(filename), bytes)` for a file.
+pub type Part<'a> = (&'a str, Option<&'a str>, &'a [u8]);
+
+impl Client {
+    pub fn new(app: &TestApp) -> Self {
+        Self {
+            router: app.router.clone(),
+            cookie: None,
+        }
+    }
+
+    pub async fn send(&mut self, req: Request<Body>) -> Answer {
+        let mut req = req;
+        if let Some(c) = &self.cookie {
+            req.headers_mut().insert(
+                header::COOKIE,
+                format!("jetmail_session={c}").parse().unwrap(),
+            );
+        }
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        for v in headers.get_all(header::SET_COOKIE) {
+            let v = v.to_str().unwrap();
+            let value = v
+                .split(';')
+                .next()
+                .unwrap()
+                .trim_start_matches("jetmail_session=")
+                .to_string();
+            self.cookie = if value.is_empty() { None } else { Some(value) };
+        }
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Answer {
+        self.send(Request::get(path).body(Body::empty()).unwrap())
+            .await
+    }
+
+    pub async fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> Answer {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form_urlencode(fields)))
+            .unwrap();
+        self.send(req).await
+    }
+
+    pub async fn post_multipart(&mut self, path: &str, parts: &[Part<'_>]) -> Answer {
+        let boundary = "XtestBoundary7MA4YWxkTrZu0gW";
+        let mut body = Vec::new();
+        for (name, file, data) in parts {
+            body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+            match file {
+                Some(f) => body.extend_from_slice(
+                    format!(
+                        "Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: text/csv\r\n\r\n"
+                    )
+                    .as_bytes(),
+                ),
+                None => body.extend_from_slice(
+                    format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+                ),
+            }
+            body.extend_from_slice(data);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(
+                header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(Body::from(body))
+            .unwrap();
+        self.send(req).await
+    }
+
+    /// Logs in with the password and returns the CSRF token of the new session.
+    pub async fn login(&mut self) -> String {
+        let page = self.get("/login").await;
+        assert_eq!(page.status, StatusCode::OK);
+        let csrf = csrf_of(&page.body);
+        let a = self
+            .post_form("/login", &[("password", PASSWORD), ("csrf", &csrf)])
+            .await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+        let page = self.get("/campaigns/new").await;
+        assert_eq!(page.status, StatusCode::OK);
+        csrf_of(&page.body)
+    }
+}
+
+/// Polls `check` every 50 ms for up to `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut check = check;
+    jetmail_testkit::wait_for(what, timeout, || {
+        let f = check();
+        async move { f.await.then_some(()) }
+    })
+    .await
+    .unwrap();
+}
