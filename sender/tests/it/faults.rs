@@ -410,3 +410,51 @@ async fn pending_retries_never_stall_healthy_senders() -> anyhow::Result<()> {
     println!("FAULT pending retries: {parked}+ parked, healthy sender still delivered {fresh}");
     Ok(())
 }
+
+fn ingest(stack: &Stack, args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new(jetmail_testkit::bin_path("jetmail-ingest")?)
+        .args(["--nats-url", &stack.nats.url()])
+        .args(args)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Dead letters keep their reason; a replay delivers them once the cause is gone, removes them
+/// from MAIL_DEAD and moves the counters back; a header injected through a variable is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_replayed_and_purged() -> anyhow::Result<()> {
+    let stack = Stack::start(1, &["--retry-backoff", "200ms"]).await?;
+    let rejected: HashSet<String> = (0..5).map(|i| format!("user{i}@example.com")).collect();
+    stack.sink.set_faults(|f| f.reject = rejected.clone());
+    let csv = stack.dir.path().join("r.csv");
+    let mut text = String::from("email,name\n");
+    for i in 0..20 {
+        text.push_str(&format!("user{i}@example.com,Name {i}\n"));
+    }
+    text.push_str("evil@example.com,\"x\r\nBcc: victim@example.com\"\n");
+    std::fs::write(&csv, text)?;
+    stack.submit(&csv, "dl", &[])?;
+    let p = stack.wait_done("dl", Duration::from_secs(60)).await?;
+    assert_eq!((p.sent, p.failed), (15, 6));
+    let letters = stack.dead_letters().await?;
+    let evil = letters.iter().find(|l| l.original.contains("evil@")).expect("injection refused");
+    assert!(evil.reason.contains("header injection"), "{}", evil.reason);
+    assert!(!stack.sink.counts().contains_key("victim@example.com"));
+
+    let listed = ingest(&stack, &["dead", "list", "--campaign", "dl", "--reason", "user unknown"])?;
+    assert!(listed.contains("5 dead letters match"), "{listed}");
+    // The relay knows them now: replay those five.
+    stack.sink.set_faults(|f| f.reject.clear());
+    let replayed = ingest(&stack, &["dead", "replay", "--campaign", "dl", "--reason", "user unknown"])?;
+    assert!(replayed.contains("replayed 5"), "{replayed}");
+    let p = stack.wait_done("dl", Duration::from_secs(60)).await?;
+    assert_eq!((p.sent, p.failed), (20, 1), "{p:?}");
+    for r in &rejected {
+        assert_eq!(stack.sink.counts().get(r), Some(&1));
+    }
+    let purged = ingest(&stack, &["dead", "purge", "--campaign", "dl"])?;
+    assert!(purged.contains("purged 1"), "{purged}");
+    assert!(stack.dead_letters().await?.is_empty());
+    Ok(())
+}
