@@ -18,7 +18,7 @@
 
   function fmtNum(v) {
     if (v >= 1000) return (v / 1000).toFixed(v >= 10000 ? 0 : 1) + "k";
-    return v >= 10 || v === 0 ? v.toFixed(0) : v.toFixed(1);
+    return Number.isInteger(v) || v >= 100 ? v.toFixed(0) : v.toFixed(1);
   }
 
   function clock(ms) { return new Date(ms).toLocaleTimeString(); }

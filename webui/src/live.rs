@@ -43,6 +43,8 @@ pub const MAX_SAMPLES: usize = 720;
 /// A watch that fails is re-created after this.
 const REWATCH_DELAY: Duration = Duration::from_secs(1);
 const CHANNEL: usize = 1024;
+/// The campaign list shows (and streams) this many, newest first.
+pub const LIST_LIMIT: usize = 200;
 
 /// SSE event names.
 pub const EV_CAMPAIGN: &str = "campaign";
@@ -645,6 +647,7 @@ impl Hub {
             Topic::Campaigns(None) => self
                 .campaigns()
                 .iter()
+                .take(LIST_LIMIT)
                 .rev()
                 .map(|c| event(EV_CAMPAIGN, &c.id, c))
                 .collect(),

@@ -28,7 +28,9 @@ pub async fn list(
     Extension(session): Extension<CurrentSession>,
 ) -> Response {
     refresh_pending(&app).await;
-    let campaigns = app.hub.campaigns();
+    let mut campaigns = app.hub.campaigns();
+    let total = campaigns.len();
+    campaigns.truncate(crate::live::LIST_LIMIT);
     app.templates
         .page(
             &app,
@@ -36,7 +38,7 @@ pub async fn list(
             None,
             "campaigns.html",
             "campaigns",
-            context! { campaigns => campaigns },
+            context! { campaigns => campaigns, total => total },
         )
         .into_response()
 }

@@ -9,9 +9,16 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use jetmail_testkit::{free_port, wait_for, NatsServer, Service, SmtpSink, TempDir};
 
+use crate::helpers::wait_http;
+
 const PASSWORD: &str = "browser-test-password";
 const HEARTBEAT_MS: u64 = 500;
-const WINDOW: (u32, u32) = (1000, 700);
+/// The browser window; the page area (and so each screenshot) is about 1000x660.
+const WINDOW: (u32, u32) = (1000, 800);
+/// Each SMTP reply of the sink waits this long, and each sender sends this many at once, so
+/// the 200-recipient campaign takes a few seconds: long enough to watch it move.
+const SMTP_DELAY: Duration = Duration::from_millis(40);
+const SENDER_CONCURRENCY: &str = "4";
 
 /// chromedriver on a free port; killed on drop.
 struct ChromeDriver {
@@ -81,31 +88,6 @@ async fn browser(driver: &ChromeDriver, profile: &Path) -> Client {
         .connect(&format!("http://127.0.0.1:{}", driver.port))
         .await
         .expect("a chromium session")
-}
-
-/// A plain HTTP/1.0 GET on loopback: enough to know a service is up.
-async fn http_ok(port: u16, path: &str) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    let req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
-    buf.starts_with(b"HTTP/1.0 200") || buf.starts_with(b"HTTP/1.1 200")
-}
-
-async fn wait_http(name: &str, port: u16, path: &str, svc: &mut Service) {
-    let started = wait_for(name, Duration::from_secs(30), move || async move {
-        http_ok(port, path).await.then_some(())
-    })
-    .await;
-    if let Err(e) = started {
-        panic!("{e}\n{}", svc.log());
-    }
 }
 
 fn screenshots_dir() -> PathBuf {
@@ -180,6 +162,7 @@ async fn a_campaign_from_the_browser_end_to_end() {
     let log_dir = logs.path();
     let nats = NatsServer::start().await.unwrap();
     let sink = SmtpSink::start().await.unwrap();
+    sink.set_faults(|f| f.delay = SMTP_DELAY);
     let nats_url = nats.url();
 
     let ingest_port = free_port();
@@ -228,6 +211,8 @@ async fn a_campaign_from_the_browser_end_to_end() {
                 "200ms,200ms".into(),
                 "--drain-timeout".into(),
                 "5s".into(),
+                "--concurrency".into(),
+                SENDER_CONCURRENCY.into(),
             ],
             &[],
             log_dir,
@@ -359,6 +344,13 @@ async fn a_campaign_from_the_browser_end_to_end() {
     );
     assert_eq!(sink.distinct(), 200);
     assert_eq!(sink.duplicates(), 0);
+    wait_text(
+        c,
+        "#campaign .counters [data-field=pending]",
+        "0",
+        Duration::from_secs(10),
+    )
+    .await;
     // Let the chart draw a few points after the end before the screenshot.
     wait_for("the chart", Duration::from_secs(10), move || async move {
         c.find(Locator::Css("#chart polyline.chart-sent"))
@@ -523,6 +515,16 @@ async fn a_campaign_from_the_browser_end_to_end() {
         Duration::from_secs(10),
     )
     .await;
+
+    c.goto(&format!("{base}/campaigns")).await.unwrap();
+    wait_text(
+        c,
+        &format!("#campaign-{id2} [data-field=sent]"),
+        "3",
+        Duration::from_secs(10),
+    )
+    .await;
+    screenshot(c, "campaigns.png").await;
 
     client.close().await.unwrap();
     let status = webui.terminate(Duration::from_secs(15)).unwrap();

@@ -1,5 +1,5 @@
-//! Test support: an in-process web UI wired to a real nats-server and a real ingest API, and
-//! a tiny cookie-keeping client that drives the router without a socket.
+//! Test support: an in-process web UI wired to a real nats-server and a real ingest process,
+//! and a tiny cookie-keeping client that drives the router without a socket.
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use jetmail_common::config::jetstream_context;
 use jetmail_common::topology::{self, Topology};
-use jetmail_testkit::NatsServer;
+use jetmail_testkit::{free_port, wait_for, NatsServer, Service, TempDir};
 use jetmail_webui::{router, Access, AppState, Config};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -22,6 +22,8 @@ pub struct TestApp {
     pub topo: Topology,
     pub state: AppState,
     shutdown: CancellationToken,
+    _ingest: Service,
+    _logs: TempDir,
     // Dropped last: the broker outlives the services using it.
     _nats: NatsServer,
 }
@@ -32,30 +34,34 @@ impl Drop for TestApp {
     }
 }
 
-/// Starts nats-server, ingest's API (in-process, on a loopback port) and the web UI's state.
+/// Starts nats-server, `jetmail-ingest serve` (the real binary, on a loopback port) and the
+/// web UI's state.
 pub async fn spawn_app(access: Access) -> TestApp {
     let nats = NatsServer::start().await.expect("nats-server");
+    let logs = TempDir::new("webui-handlers");
+    let ingest_port = free_port();
+    let mut ingest = Service::spawn(
+        "ingest",
+        "jetmail-ingest",
+        &[
+            "--nats-url".into(),
+            nats.url(),
+            "serve".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{ingest_port}"),
+        ],
+        &[],
+        logs.path(),
+    )
+    .expect("jetmail-ingest");
+    wait_http("ingest", ingest_port, "/healthz", &mut ingest).await;
+
     let client = async_nats::connect(nats.url()).await.expect("connect");
     let shutdown = CancellationToken::new();
-
-    let ingest_js = jetstream_context(
-        client.clone(),
-        jetmail_ingest::publish::PUBLISH_MAX_ACK_INFLIGHT,
-    );
-    let ingest_topo = topology::ensure(&ingest_js).await.expect("topology");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ingest_addr = listener.local_addr().unwrap();
-    tokio::spawn(jetmail_ingest::serve(
-        ingest_topo,
-        listener,
-        jetmail_ingest::http::DEFAULT_MAX_BODY,
-        shutdown.clone(),
-    ));
-
     let js = jetstream_context(client, 4096);
     let topo = topology::ensure(&js).await.expect("topology");
     let config = Config {
-        ingest_url: format!("http://{ingest_addr}"),
+        ingest_url: format!("http://127.0.0.1:{ingest_port}"),
         access,
         secure_cookie: false,
     };
@@ -65,7 +71,35 @@ pub async fn spawn_app(access: Access) -> TestApp {
         topo,
         state,
         shutdown,
+        _ingest: ingest,
+        _logs: logs,
         _nats: nats,
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback that answers 200: enough to know a service is up.
+pub async fn http_ok(port: u16, path: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
+    buf.starts_with(b"HTTP/1.0 200") || buf.starts_with(b"HTTP/1.1 200")
+}
+
+/// Waits for `path` on `port` to answer 200, showing the service's log if it never does.
+pub async fn wait_http(name: &str, port: u16, path: &str, svc: &mut Service) {
+    let started = wait_for(name, Duration::from_secs(30), move || async move {
+        http_ok(port, path).await.then_some(())
+    })
+    .await;
+    if let Err(e) = started {
+        panic!("{e}\n{}", svc.log());
     }
 }
 
