@@ -90,15 +90,22 @@ async fn browser(driver: &ChromeDriver, profile: &Path) -> Client {
         .expect("a chromium session")
 }
 
-fn screenshots_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+/// Screenshots go to `docs/screenshots/` when `JETMAIL_UPDATE_SCREENSHOTS` is set (they
+/// change on every run: times, ports), else next to the test's logs.
+fn screenshots_dir(log_dir: &Path) -> PathBuf {
+    let dir = if std::env::var_os("JETMAIL_UPDATE_SCREENSHOTS").is_some() {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots")
+    } else {
+        log_dir.join("screenshots")
+    };
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-async fn screenshot(c: &Client, name: &str) {
+async fn screenshot(c: &Client, dir: &Path, name: &str) {
     let png = c.screenshot().await.unwrap();
-    std::fs::write(screenshots_dir().join(name), png).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "{name} is a PNG");
+    std::fs::write(dir.join(name), png).unwrap();
 }
 
 /// The text of the first element matching `css`, or "" when there is none yet.
@@ -160,6 +167,7 @@ async fn path_of(c: &Client) -> String {
 async fn a_campaign_from_the_browser_end_to_end() {
     let logs = TempDir::new("webui-e2e");
     let log_dir = logs.path();
+    let shots = screenshots_dir(log_dir);
     let nats = NatsServer::start().await.unwrap();
     let sink = SmtpSink::start().await.unwrap();
     sink.set_faults(|f| f.delay = SMTP_DELAY);
@@ -251,7 +259,7 @@ async fn a_campaign_from_the_browser_end_to_end() {
     // Log in: the first page sends us to the login form and back.
     c.goto(&format!("{base}/campaigns")).await.unwrap();
     assert_eq!(path_of(c).await, "/login");
-    screenshot(c, "login.png").await;
+    screenshot(c, &shots, "login.png").await;
     fill(c, "#password", "wrong").await;
     click(c, "#login-form button[type=submit]").await;
     wait_text(
@@ -306,7 +314,7 @@ async fn a_campaign_from_the_browser_end_to_end() {
         text_of(c, "#preview-subject").await,
         "Spring news for Reader 1"
     );
-    screenshot(c, "new-campaign.png").await;
+    screenshot(c, &shots, "new-campaign.png").await;
     click(c, "#send-button").await;
     let id = wait_for(
         "the campaign page",
@@ -359,7 +367,7 @@ async fn a_campaign_from_the_browser_end_to_end() {
     })
     .await
     .unwrap();
-    screenshot(c, "campaign.png").await;
+    screenshot(c, &shots, "campaign.png").await;
 
     c.goto(&format!("{base}/campaigns")).await.unwrap();
     let row = format!("#campaign-{id}");
@@ -413,7 +421,7 @@ async fn a_campaign_from_the_browser_end_to_end() {
         text_of(c, "#sender-sender-a [data-field=state]").await,
         "up"
     );
-    screenshot(c, "senders.png").await;
+    screenshot(c, &shots, "senders.png").await;
 
     // Some recipients fail permanently; one is replayed from the dead-letter page.
     sink.set_faults(|f| {
@@ -475,7 +483,7 @@ async fn a_campaign_from_the_browser_end_to_end() {
     click(c, &format!("{bounce1} details summary")).await;
     let reply = text_of(c, &format!("{bounce1} .smtp-reply")).await;
     assert!(reply.contains("550"), "SMTP reply shown: {reply:?}");
-    screenshot(c, "dead-letters.png").await;
+    screenshot(c, &shots, "dead-letters.png").await;
     let seq = row1.attr("data-seq").await.unwrap().unwrap();
     sink.set_faults(|f| {
         f.reject.remove("bounce1@example.com");
@@ -524,14 +532,61 @@ async fn a_campaign_from_the_browser_end_to_end() {
         Duration::from_secs(10),
     )
     .await;
-    screenshot(c, "campaigns.png").await;
+    screenshot(c, &shots, "campaigns.png").await;
 
-    client.close().await.unwrap();
-    let status = webui.terminate(Duration::from_secs(15)).unwrap();
+    // SIGTERM while the page holds its live stream: the stream ends at once, so the web UI
+    // exits well before its shutdown deadline.
+    let status = webui.terminate(Duration::from_secs(5)).unwrap();
     assert!(
         status.success(),
         "webui exits cleanly on SIGTERM:\n{}",
         webui.log()
     );
     assert!(!webui.log().contains("panicked"), "{}", webui.log());
+    client.close().await.unwrap();
+}
+
+#[test]
+fn refuses_to_start_without_a_password_unless_told_to() {
+    let bin = jetmail_testkit::bin_path("jetmail-webui").unwrap();
+    let run = |args: &[&str], password: Option<&str>| {
+        let mut cmd = Command::new(&bin);
+        cmd.args(args)
+            .args([
+                "--nats-url",
+                "nats://127.0.0.1:1",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env_remove("JETMAIL_WEBUI_PASSWORD")
+            .env_remove("JETMAIL_WEBUI_INSECURE_NO_AUTH")
+            .env_remove("JETMAIL_WEBUI_PASSWORD_FILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(p) = password {
+            cmd.env("JETMAIL_WEBUI_PASSWORD", p);
+        }
+        // Had it started, it would wait for NATS for ever: give it a deadline instead.
+        let mut child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("jetmail-webui {args:?} started instead of refusing");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
+    };
+    let out = run(&[], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("JETMAIL_WEBUI_PASSWORD") && err.contains("--insecure-no-auth"),
+        "{err}"
+    );
+    let out = run(&["--insecure-no-auth"], Some("secret"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("choose one"));
 }
