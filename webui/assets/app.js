@@ -210,10 +210,12 @@
   if (senders) {
     var sbody = senders.tBodies[0];
     var missed = Number(senders.getAttribute("data-missed-beats") || 3);
-    var offset = 0; // the server's clock minus ours
+    for (var r = 0; r < sbody.rows.length; r++) {
+      var age = Number(sbody.rows[r].getAttribute("data-age") || 0);
+      sbody.rows[r].setAttribute("data-seen-at", Date.now() - age);
+    }
     connect(senders.getAttribute("data-events"), {
       sender: function (s) {
-        offset = s.now_ms - Date.now();
         var row = document.getElementById("sender-" + s.id);
         if (!row) {
           row = $("#sender-row").content.firstElementChild.cloneNode(true);
@@ -226,12 +228,14 @@
           sbody.insertBefore(row, before);
           $("#no-senders").hidden = true;
         }
-        row.setAttribute("data-last-seen", s.last_seen_ms);
+        // Ages count on this browser's clock from what the server measured on its own, so
+        // neither clock needs to agree with the other.
+        row.setAttribute("data-seen-at", Date.now() - s.age_ms);
         row.setAttribute("data-interval", s.interval_ms);
         row.querySelector('[data-field="id"] strong').textContent = s.id;
         ["host", "in_flight", "sent", "failed", "deferred"].forEach(function (k) { setField(row, k, s[k]); });
         setField(row, "rate", fmtRate(s.rate));
-        setField(row, "last_seen", ago(s.now_ms - s.last_seen_ms));
+        setField(row, "last_seen", ago(s.age_ms));
         setState(row, s.state);
         var cell = row.querySelector('[data-field="relays"]');
         while (cell.firstChild) cell.removeChild(cell.firstChild);
@@ -257,14 +261,14 @@
     });
     // The server announces a silent sender; this also catches it if the stream itself stalls.
     setInterval(function () {
-      var now = Date.now() + offset;
+      var now = Date.now();
       for (var i = 0; i < sbody.rows.length; i++) {
         var row = sbody.rows[i];
-        var last = Number(row.getAttribute("data-last-seen"));
+        var seenAt = Number(row.getAttribute("data-seen-at"));
         var interval = Math.max(100, Number(row.getAttribute("data-interval")));
-        if (!last) continue;
-        setField(row, "last_seen", ago(now - last));
-        if (row.getAttribute("data-state") !== "down" && now - last > missed * interval) setState(row, "down");
+        if (!seenAt) continue;
+        setField(row, "last_seen", ago(now - seenAt));
+        if (row.getAttribute("data-state") !== "down" && now - seenAt > missed * interval) setState(row, "down");
       }
     }, 250);
   }

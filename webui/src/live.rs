@@ -128,8 +128,12 @@ pub struct SenderView {
     pub deferred: u64,
     pub rate: f64,
     pub interval_ms: u64,
+    /// When the monitor last heard from it (the monitor's clock).
     pub last_seen_ms: u64,
     pub last_seen: String,
+    /// How long ago this web UI last received its entry (this process's clock, so a clock
+    /// difference between hosts cannot make a live sender look dead).
+    pub age_ms: u64,
     pub now_ms: u64,
 }
 
@@ -152,10 +156,11 @@ pub fn circuit_str(c: CircuitState) -> &'static str {
     }
 }
 
-/// The state a page shows for a sender at `now`: `down` after [`MISSED_BEATS`] silent
-/// intervals, even before the monitor says so.
-pub fn shown_sender_state(h: &SenderHealth, now: u64) -> &'static str {
-    let silent = now.saturating_sub(h.last_seen_ms) > MISSED_BEATS * h.interval_ms.max(100);
+/// The state a page shows for a sender whose entry arrived at `received_ms`: `down` after
+/// [`MISSED_BEATS`] intervals without a new entry, even before the monitor says so. The
+/// monitor rewrites the entry on every heartbeat, so a silent entry is a silent sender.
+pub fn shown_sender_state(h: &SenderHealth, received_ms: u64, now: u64) -> &'static str {
+    let silent = now.saturating_sub(received_ms) > MISSED_BEATS * h.interval_ms.max(100);
     if silent {
         "down"
     } else {
@@ -163,11 +168,11 @@ pub fn shown_sender_state(h: &SenderHealth, now: u64) -> &'static str {
     }
 }
 
-fn sender_view(h: &SenderHealth, now: u64) -> SenderView {
+fn sender_view(h: &SenderHealth, received_ms: u64, now: u64) -> SenderView {
     SenderView {
         id: h.id.clone(),
         host: h.host.clone(),
-        state: shown_sender_state(h, now),
+        state: shown_sender_state(h, received_ms, now),
         reported_state: sender_state_str(h.state),
         relays: h
             .relays
@@ -186,6 +191,7 @@ fn sender_view(h: &SenderHealth, now: u64) -> SenderView {
         interval_ms: h.interval_ms,
         last_seen_ms: h.last_seen_ms,
         last_seen: crate::render::format_utc(h.last_seen_ms),
+        age_ms: now.saturating_sub(received_ms),
         now_ms: now,
     }
 }
@@ -298,7 +304,8 @@ fn thin(samples: &mut VecDeque<Sample>) {
 #[derive(Default)]
 struct HubState {
     campaigns: HashMap<String, CampaignLive>,
-    senders: BTreeMap<String, SenderHealth>,
+    /// Each sender's entry and when it arrived here.
+    senders: BTreeMap<String, (SenderHealth, u64)>,
     /// The state last sent for each sender, so a silent one is announced once.
     sender_shown: HashMap<String, &'static str>,
 }
@@ -471,9 +478,9 @@ impl Hub {
                 return;
             }
         };
-        let view = sender_view(&h, now);
+        let view = sender_view(&h, now, now);
         st.sender_shown.insert(id.clone(), view.state);
-        st.senders.insert(id.clone(), h);
+        st.senders.insert(id.clone(), (h, now));
         drop(st);
         self.send(event(EV_SENDER, &id, &view));
     }
@@ -533,11 +540,11 @@ impl Hub {
         {
             let mut st = self.inner.state.lock().unwrap();
             let st = &mut *st;
-            for (id, h) in &st.senders {
-                let shown = shown_sender_state(h, now);
+            for (id, (h, received)) in &st.senders {
+                let shown = shown_sender_state(h, *received, now);
                 if st.sender_shown.get(id) != Some(&shown) {
                     st.sender_shown.insert(id.clone(), shown);
-                    out.push(event(EV_SENDER, id, &sender_view(h, now)));
+                    out.push(event(EV_SENDER, id, &sender_view(h, *received, now)));
                 }
             }
         }
@@ -623,7 +630,10 @@ impl Hub {
     pub fn senders(&self) -> Vec<SenderView> {
         let now = now_ms();
         let st = self.inner.state.lock().unwrap();
-        st.senders.values().map(|h| sender_view(h, now)).collect()
+        st.senders
+            .values()
+            .map(|(h, received)| sender_view(h, *received, now))
+            .collect()
     }
 
     /// Adds a campaign read directly from the bucket (a page asked before the watch saw it).
@@ -763,11 +773,17 @@ mod tests {
     #[test]
     fn a_silent_sender_is_shown_down_after_three_intervals() {
         let h = health(SenderState::Up, 10_000);
-        assert_eq!(shown_sender_state(&h, 11_500), "up");
-        assert_eq!(shown_sender_state(&h, 11_501), "down");
+        assert_eq!(shown_sender_state(&h, 10_000, 11_500), "up");
+        assert_eq!(shown_sender_state(&h, 10_000, 11_501), "down");
+        // The monitor's clock does not matter, only when the entry arrived here.
+        assert_eq!(shown_sender_state(&h, 50_000, 51_000), "up");
         let h = health(SenderState::Draining, 10_000);
-        assert_eq!(shown_sender_state(&h, 10_100), "draining");
-        assert_eq!(sender_view(&h, 10_100).relays[0].circuit, "half_open");
+        assert_eq!(shown_sender_state(&h, 10_000, 10_100), "draining");
+        let v = sender_view(&h, 10_000, 10_100);
+        assert_eq!(v.relays[0].circuit, "half_open");
+        assert_eq!(v.age_ms, 100);
+        let h = health(SenderState::Down, 10_000);
+        assert_eq!(shown_sender_state(&h, 10_000, 10_000), "down");
     }
 
     #[test]

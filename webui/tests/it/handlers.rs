@@ -579,13 +579,16 @@ async fn sender_map_shows_states_escapes_hosts_and_marks_silent_senders_down() {
         failed: 1,
         deferred: 0,
         rate: 12.5,
-        interval_ms: 500,
+        // Long enough that "alive" is surely up when the page is first read.
+        interval_ms: 2_000,
         last_seen_ms,
     };
+    // Clocks need not agree: "alive" was last seen by a monitor whose clock is a minute
+    // behind, and is up all the same while its entry keeps arriving.
     for h in [
-        health("alive", SenderState::Up, now + 60_000),
+        health("alive", SenderState::Up, now - 60_000),
         health("draining", SenderState::Draining, now + 60_000),
-        health("silent", SenderState::Up, now - 10_000),
+        health("marked", SenderState::Down, now - 10_000),
     ] {
         app.topo
             .senders
@@ -610,13 +613,50 @@ async fn sender_map_shows_states_escapes_hosts_and_marks_silent_senders_down() {
         let end = page.body[start..].find("</tr>").unwrap();
         page.body[start..start + end].to_string()
     };
-    assert!(row("alive").contains("data-field=\"state\">up<"));
+    assert!(
+        row("alive").contains("data-field=\"state\">up<"),
+        "{}",
+        row("alive")
+    );
     assert!(row("draining").contains("data-field=\"state\">draining<"));
-    assert!(row("silent").contains("data-field=\"state\">down<"));
+    assert!(row("marked").contains("data-field=\"state\">down<"));
     assert!(row("alive").contains("circuit-open"));
     assert!(row("alive").contains("relay.example:25"));
     assert!(!page.body.contains("<b>host</b>"));
     assert!(page.body.contains("&lt;b&gt;host&lt;&#x2f;b&gt;"));
+
+    // No new entry for three heartbeat intervals: shown down without the monitor's word.
+    let started = std::time::Instant::now();
+    let router = app.router.clone();
+    let cookie = format!("jetmail_session={}", c.cookie.clone().unwrap());
+    eventually(
+        "a silent sender shown down",
+        Duration::from_secs(10),
+        || {
+            let router = router.clone();
+            let cookie = cookie.clone();
+            async move {
+                let req = Request::get("/senders")
+                    .header(header::COOKIE, cookie)
+                    .body(Body::empty())
+                    .unwrap();
+                let resp = router.oneshot(req).await.unwrap();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                let body = String::from_utf8_lossy(&body).into_owned();
+                let start = body.find("id=\"sender-alive\"").unwrap();
+                body[start..]
+                    .split("</tr>")
+                    .next()
+                    .unwrap()
+                    .contains(">down<")
+            }
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "not before it went silent"
+    );
 }
 
 /// Reads SSE frames until one contains `needle` or `timeout` passes.
