@@ -72,6 +72,7 @@ pub enum WebError {
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
+/// The shared parts behind [`AppState`].
 pub struct Inner {
     pub config: Config,
     pub topo: Topology,

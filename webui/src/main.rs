@@ -1,3 +1,6 @@
+//! `jetmail-webui`: parses flags, starts tracing and the shutdown token, connects to NATS,
+//! binds the listener and hands everything to [`jetmail_webui::run`].
+
 use anyhow::Context;
 use clap::Parser;
 use jetmail_common::config::{jetstream_context, NatsArgs};
