@@ -146,7 +146,28 @@ fn code_of(e: &lettre::transport::smtp::Error) -> Option<u16> {
     e.status().map(|c| u16::from_str(&c.to_string()).unwrap_or(0))
 }
 
-fn classify(e: lettre::transport::smtp::Error, stage: Stage) -> SendOutcome {
+/// Why a send attempt failed: an SMTP-level error from lettre, or our own socket set-up.
+enum Fail {
+    Smtp(lettre::transport::smtp::Error),
+    Io(std::io::Error),
+}
+
+impl From<lettre::transport::smtp::Error> for Fail {
+    fn from(e: lettre::transport::smtp::Error) -> Self {
+        Fail::Smtp(e)
+    }
+}
+
+fn classify(e: Fail, stage: Stage) -> SendOutcome {
+    let e = match e {
+        Fail::Smtp(e) => e,
+        Fail::Io(e) => {
+            return SendOutcome::Transient {
+                code: None,
+                text: format!("connection: {e}"),
+            }
+        }
+    };
     let code = code_of(&e);
     let text = e.to_string();
     if e.is_permanent() {
@@ -192,20 +213,31 @@ impl Relay {
         &self.redacted
     }
 
-    async fn connect(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+    async fn connect(&self) -> Result<AsyncSmtpConnection, Fail> {
         let tls = || TlsParameters::new(self.url.host.clone());
-        let implicit = match self.url.tls {
-            TlsMode::Implicit => Some(tls()?),
-            _ => None,
+        let mut conn = if self.url.tls == TlsMode::Implicit {
+            AsyncSmtpConnection::connect_tokio1(
+                (self.url.host.as_str(), self.url.port),
+                Some(self.connect_timeout),
+                &self.hello,
+                Some(tls()?),
+                None,
+            )
+            .await?
+        } else {
+            // Our own socket, for TCP_NODELAY: lettre writes the message and its final "."
+            // separately, and with Nagle's algorithm that second write waits for the relay's
+            // delayed ACK (40 ms) on every message.
+            let tcp = tokio::time::timeout(
+                self.connect_timeout,
+                tokio::net::TcpStream::connect((self.url.host.as_str(), self.url.port)),
+            )
+            .await
+            .map_err(|_| Fail::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")))?
+            .map_err(Fail::Io)?;
+            tcp.set_nodelay(true).map_err(Fail::Io)?;
+            AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello).await?
         };
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            (self.url.host.as_str(), self.url.port),
-            Some(self.connect_timeout),
-            &self.hello,
-            implicit,
-            None,
-        )
-        .await?;
         if self.url.tls == TlsMode::StartTls {
             conn.starttls(tls()?, &self.hello).await?;
         }
@@ -216,7 +248,7 @@ impl Relay {
         Ok(conn)
     }
 
-    async fn checkout(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+    async fn checkout(&self) -> Result<AsyncSmtpConnection, Fail> {
         loop {
             let parked = self.idle.lock().unwrap().pop();
             match parked {
@@ -259,18 +291,18 @@ impl Relay {
                 opts.push(MailParameter::Body(MailBodyParameter::EightBitMime));
             }
             if let Err(e) = conn.command(Mail::new(Some(from.clone()), opts)).await {
-                return Err((e, Some(conn)));
+                return Err((Fail::Smtp(e), Some(conn)));
             }
             if let Err(e) = conn.command(Rcpt::new(to.clone(), vec![])).await {
-                return Err((e, Some(conn)));
+                return Err((Fail::Smtp(e), Some(conn)));
             }
             if let Err(e) = conn.command(Data).await {
-                return Err((e, Some(conn)));
+                return Err((Fail::Smtp(e), Some(conn)));
             }
             *stage_ref = Stage::Body;
             match conn.message(body).await {
                 Ok(_) => Ok(conn),
-                Err(e) => Err((e, Some(conn))),
+                Err(e) => Err((Fail::Smtp(e), Some(conn))),
             }
         };
         let result = tokio::time::timeout(timeout, attempt).await;
