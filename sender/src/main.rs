@@ -58,7 +58,9 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-#[tokio::main]
+// One thread per sender: a sender waits on the network, and running several senders on a
+// host scales better than work-stealing threads that wake each other for every message.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     jetmail_common::telemetry::init_tracing();
     let args = Args::parse();
