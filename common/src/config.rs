@@ -8,7 +8,12 @@ use async_nats::{jetstream, Client, ConnectOptions};
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsArgs {
     /// NATS server URL(s), comma-separated for a cluster; `nats://user:pass@host:4222` for auth.
-    #[arg(long, global = true, env = "JETMAIL_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        global = true,
+        env = "JETMAIL_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub nats_url: String,
 }
 

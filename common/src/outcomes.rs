@@ -9,7 +9,13 @@ use crate::topology;
 use crate::wire::{DeadLetter, DeliveryEvent, Outcome};
 
 /// Id of an outcome event. Deferrals carry their delivery number: each is its own event.
-pub fn event_msg_id(campaign: &str, seq: u64, replay: u32, outcome: Outcome, delivery: Option<i64>) -> String {
+pub fn event_msg_id(
+    campaign: &str,
+    seq: u64,
+    replay: u32,
+    outcome: Outcome,
+    delivery: Option<i64>,
+) -> String {
     match delivery {
         Some(d) => format!("{campaign}.{seq}.r{replay}.{}.{d}", outcome.as_str()),
         None => format!("{campaign}.{seq}.r{replay}.{}", outcome.as_str()),
@@ -21,7 +27,12 @@ pub fn dead_msg_id(campaign: &str, seq: u64, replay: u32) -> String {
     format!("{campaign}.{seq}.r{replay}.dead")
 }
 
-async fn publish(js: &jetstream::Context, subject: String, msg_id: &str, payload: Bytes) -> Result<(), String> {
+async fn publish(
+    js: &jetstream::Context,
+    subject: String,
+    msg_id: &str,
+    payload: Bytes,
+) -> Result<(), String> {
     let mut headers = HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
     js.publish_with_headers(subject, headers, payload)
@@ -33,13 +44,33 @@ async fn publish(js: &jetstream::Context, subject: String, msg_id: &str, payload
 }
 
 /// Publishes an event and waits for the broker's ack.
-pub async fn publish_event(js: &jetstream::Context, ev: &DeliveryEvent, msg_id: &str) -> Result<(), String> {
+pub async fn publish_event(
+    js: &jetstream::Context,
+    ev: &DeliveryEvent,
+    msg_id: &str,
+) -> Result<(), String> {
     let payload = serde_json::to_vec(ev).map_err(|e| e.to_string())?;
-    publish(js, topology::event_subject(&ev.campaign, ev.outcome), msg_id, payload.into()).await
+    publish(
+        js,
+        topology::event_subject(&ev.campaign, ev.outcome),
+        msg_id,
+        payload.into(),
+    )
+    .await
 }
 
 /// Publishes a dead letter and waits for the broker's ack.
-pub async fn publish_dead(js: &jetstream::Context, dl: &DeadLetter, msg_id: &str) -> Result<(), String> {
+pub async fn publish_dead(
+    js: &jetstream::Context,
+    dl: &DeadLetter,
+    msg_id: &str,
+) -> Result<(), String> {
     let payload = serde_json::to_vec(dl).map_err(|e| e.to_string())?;
-    publish(js, topology::dead_subject(&dl.campaign), msg_id, payload.into()).await
+    publish(
+        js,
+        topology::dead_subject(&dl.campaign),
+        msg_id,
+        payload.into(),
+    )
+    .await
 }

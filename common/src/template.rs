@@ -87,8 +87,7 @@ impl CampaignTemplates {
         if subject.chars().any(|c| c == '\r' || c == '\n') {
             return Err(TemplateError {
                 part: SUBJECT,
-                message: "rendered subject contains a line break (header injection refused)"
-                    .into(),
+                message: "rendered subject contains a line break (header injection refused)".into(),
             });
         }
         Ok(Rendered {
@@ -118,8 +117,8 @@ mod tests {
 
     #[test]
     fn renders_per_recipient_and_escapes_html_only() {
-        let t = CampaignTemplates::compile(&spec("Hi {{ name }}", Some("<p>{{ name }}</p>")))
-            .unwrap();
+        let t =
+            CampaignTemplates::compile(&spec("Hi {{ name }}", Some("<p>{{ name }}</p>"))).unwrap();
         let vars: Vars = [("name".to_string(), "<Ann & Bo>".to_string())].into();
         let r = t.render("a@example.com", &vars).unwrap();
         assert_eq!(r.subject, "Hi <Ann & Bo>");
@@ -139,7 +138,11 @@ mod tests {
     #[test]
     fn line_break_in_rendered_subject_is_refused() {
         let t = CampaignTemplates::compile(&spec("Hi {{ name }}", None)).unwrap();
-        let vars: Vars = [("name".to_string(), "x\r\nBcc: victim@example.com".to_string())].into();
+        let vars: Vars = [(
+            "name".to_string(),
+            "x\r\nBcc: victim@example.com".to_string(),
+        )]
+        .into();
         assert!(t.render("a@example.com", &vars).is_err());
     }
 }

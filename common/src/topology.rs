@@ -208,7 +208,9 @@ pub fn events_config() -> stream::Config {
 pub fn dead_config() -> stream::Config {
     stream::Config {
         name: DEAD_STREAM.into(),
-        description: Some("jetmail: recipients that could not be delivered, with every attempt".into()),
+        description: Some(
+            "jetmail: recipients that could not be delivered, with every attempt".into(),
+        ),
         subjects: vec![format!("{DEAD_SUBJECT_PREFIX}.>")],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
@@ -253,7 +255,10 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> 
     let dead = get_or_create_stream(js, DEAD_STREAM, dead_config()).await?;
     if outbox.consumer_info(SENDERS_CONSUMER).await.is_err() {
         outbox
-            .create_consumer(senders_consumer_config(DEFAULT_RETRY_BACKOFF.len(), SENDERS_ACK_WAIT))
+            .create_consumer(senders_consumer_config(
+                DEFAULT_RETRY_BACKOFF.len(),
+                SENDERS_ACK_WAIT,
+            ))
             .await
             .map_err(|source| TopologyError::Consumer {
                 name: SENDERS_CONSUMER,
@@ -263,7 +268,11 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> 
     let campaigns = get_or_create_bucket(
         js,
         CAMPAIGNS_BUCKET,
-        kv_config(CAMPAIGNS_BUCKET, "jetmail campaigns: spec, status, progress", Duration::ZERO),
+        kv_config(
+            CAMPAIGNS_BUCKET,
+            "jetmail campaigns: spec, status, progress",
+            Duration::ZERO,
+        ),
     )
     .await?;
     let senders = get_or_create_bucket(
@@ -281,7 +290,11 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> 
     let attempts = get_or_create_bucket(
         js,
         ATTEMPTS_BUCKET,
-        kv_config(ATTEMPTS_BUCKET, "jetmail failed attempts per recipient", SENT_MAX_AGE),
+        kv_config(
+            ATTEMPTS_BUCKET,
+            "jetmail failed attempts per recipient",
+            SENT_MAX_AGE,
+        ),
     )
     .await?;
     Ok(Topology {

@@ -36,7 +36,11 @@ pub enum ControlError {
 }
 
 /// Applies `action` to campaign `id` and returns the updated record.
-pub async fn apply(topo: &Topology, id: &str, action: Action) -> Result<CampaignRecord, ControlError> {
+pub async fn apply(
+    topo: &Topology,
+    id: &str,
+    action: Action,
+) -> Result<CampaignRecord, ControlError> {
     topology::validate_campaign_id(id).map_err(|_| ControlError::NotFound(id.to_string()))?;
     let mut refused: Option<ControlError> = None;
     let res = update_record(topo, id, |rec| {
@@ -48,7 +52,11 @@ pub async fn apply(topo: &Topology, id: &str, action: Action) -> Result<Campaign
         };
         let next = match (action, rec.status) {
             (Action::Pause, Running | Publishing | Paused) => Some(Paused),
-            (Action::Resume, Paused | Running | Publishing) => Some(if rec.publish.complete { Running } else { Publishing }),
+            (Action::Resume, Paused | Running | Publishing) => Some(if rec.publish.complete {
+                Running
+            } else {
+                Publishing
+            }),
             (Action::Cancel, Running | Publishing | Paused | Cancelled) => Some(Cancelled),
             _ => None,
         };
@@ -91,12 +99,30 @@ async fn control(
         "pause" => Action::Pause,
         "resume" => Action::Resume,
         "cancel" => Action::Cancel,
-        other => return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no action {other}"))),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no action {other}"),
+            ))
+        }
     };
     match apply(&state.topo, &id, action).await {
         Ok(rec) => Ok(Json(rec)),
-        Err(e @ ControlError::NotFound(_)) => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())),
-        Err(e @ ControlError::Invalid { .. }) => Err(ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())),
-        Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "broker", e.to_string())),
+        Err(e @ ControlError::NotFound(_)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            e.to_string(),
+        )),
+        Err(e @ ControlError::Invalid { .. }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            e.to_string(),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker",
+            e.to_string(),
+        )),
     }
 }

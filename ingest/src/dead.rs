@@ -13,7 +13,9 @@ use jetmail_common::now_ms;
 use jetmail_common::outcomes::{event_msg_id, publish_event};
 use jetmail_common::records::update_record;
 use jetmail_common::topology::{self, Topology};
-use jetmail_common::wire::{CampaignStatus, DeadLetter, DeliveryEvent, OutboxMessage, Outcome, WIRE_VERSION};
+use jetmail_common::wire::{
+    CampaignStatus, DeadLetter, DeliveryEvent, OutboxMessage, Outcome, WIRE_VERSION,
+};
 use serde::{Deserialize, Serialize};
 
 /// Which dead letters an operation applies to. Empty matches all.
@@ -66,12 +68,19 @@ impl DeadFilter {
 }
 
 /// Lists matching dead letters, oldest first, at most `limit`; also returns how many matched.
-pub async fn list(topo: &Topology, filter: &DeadFilter, limit: usize) -> Result<(Vec<DeadEntry>, usize), DeadError> {
+pub async fn list(
+    topo: &Topology,
+    filter: &DeadFilter,
+    limit: usize,
+) -> Result<(Vec<DeadEntry>, usize), DeadError> {
     if let Some(c) = &filter.campaign {
         topology::validate_campaign_id(c).map_err(DeadError::Filter)?;
     }
     let mut stream = topo.dead.clone();
-    let info = stream.info().await.map_err(|e| DeadError::Broker(e.to_string()))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| DeadError::Broker(e.to_string()))?;
     if info.state.messages == 0 {
         return Ok((Vec::new(), 0));
     }
@@ -84,7 +93,10 @@ pub async fn list(topo: &Topology, filter: &DeadFilter, limit: usize) -> Result<
         })
         .await
         .map_err(|e| DeadError::Broker(e.to_string()))?;
-    let mut messages = consumer.messages().await.map_err(|e| DeadError::Broker(e.to_string()))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| DeadError::Broker(e.to_string()))?;
     let mut out = Vec::new();
     let mut total = 0;
     loop {
@@ -97,7 +109,10 @@ pub async fn list(topo: &Topology, filter: &DeadFilter, limit: usize) -> Result<
         let Ok(info) = next.info() else { continue };
         let (seq, pending) = (info.stream_sequence, info.pending);
         if let Ok(letter) = serde_json::from_slice::<DeadLetter>(&next.payload) {
-            let e = DeadEntry { stream_seq: seq, letter };
+            let e = DeadEntry {
+                stream_seq: seq,
+                letter,
+            };
             if filter.matches(&e) {
                 total += 1;
                 if out.len() < limit {
@@ -139,7 +154,9 @@ pub async fn replay(topo: &Topology, filter: &DeadFilter) -> Result<BulkReport, 
                     .await;
                 }
             }
-            Err(err) => report.errors.push(format!("dead letter {}: {err}", e.stream_seq)),
+            Err(err) => report
+                .errors
+                .push(format!("dead letter {}: {err}", e.stream_seq)),
         }
     }
     Ok(report)
@@ -157,7 +174,11 @@ async fn replay_one(topo: &Topology, e: &DeadEntry) -> Result<String, String> {
         topology::outbox_msg_id(&m.campaign, m.seq, m.replay).as_str(),
     );
     topo.js
-        .publish_with_headers(e.letter.original_subject.clone(), headers, Bytes::from(payload))
+        .publish_with_headers(
+            e.letter.original_subject.clone(),
+            headers,
+            Bytes::from(payload),
+        )
         .await
         .map_err(|err| err.to_string())?
         .await
@@ -173,7 +194,12 @@ async fn replay_one(topo: &Topology, e: &DeadEntry) -> Result<String, String> {
         at_ms: now_ms(),
         published_ms: m.published_ms,
     };
-    publish_event(&topo.js, &ev, &event_msg_id(&m.campaign, m.seq, m.replay, Outcome::Replayed, None)).await?;
+    publish_event(
+        &topo.js,
+        &ev,
+        &event_msg_id(&m.campaign, m.seq, m.replay, Outcome::Replayed, None),
+    )
+    .await?;
     topo.dead
         .delete_message(e.stream_seq)
         .await
@@ -188,7 +214,9 @@ pub async fn purge(topo: &Topology, filter: &DeadFilter) -> Result<BulkReport, D
     for e in entries {
         match topo.dead.delete_message(e.stream_seq).await {
             Ok(_) => report.done += 1,
-            Err(err) => report.errors.push(format!("dead letter {}: {err}", e.stream_seq)),
+            Err(err) => report
+                .errors
+                .push(format!("dead letter {}: {err}", e.stream_seq)),
         }
     }
     Ok(report)

@@ -68,7 +68,11 @@ pub fn rows_from_json(list: Vec<JsonRecipient>) -> mpsc::Receiver<Row> {
                     (email, vars)
                 }
             };
-            if tx.send(classifier.classify(line, email, vars)).await.is_err() {
+            if tx
+                .send(classifier.classify(line, email, vars))
+                .await
+                .is_err()
+            {
                 return;
             }
         }

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::dead::{self, BulkReport, DeadError, DeadFilter};
 use crate::feed::{rows_from_json, rows_from_reader, JsonRecipient};
-use crate::publish::{self, SubmitError, Submission};
+use crate::publish::{self, Submission, SubmitError};
 
 /// Default request body limit: bodies above it get 413.
 pub const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
@@ -65,13 +65,17 @@ impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
         let detail = e.to_string();
         match e {
-            SubmitError::Invalid(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_campaign", detail),
+            SubmitError::Invalid(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_campaign", detail)
+            }
             SubmitError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
             SubmitError::OutboxFull { .. } => ApiError {
                 retry_after: Some(30),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "outbox_full", detail)
             },
-            SubmitError::Broker { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "broker", detail),
+            SubmitError::Broker { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "broker", detail)
+            }
         }
     }
 }
@@ -120,7 +124,13 @@ async fn create_campaign(
         .get("idempotency-key")
         .map(|v| v.to_str().map(str::to_string))
         .transpose()
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "Idempotency-Key is not text"))?;
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "Idempotency-Key is not text",
+            )
+        })?;
     let is_multipart = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -136,8 +146,13 @@ async fn create_campaign(
             .map_err(|e| body_error(e.status(), e.body_text()))?;
         let value: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))?;
-        let r: CampaignRequest = serde_json::from_value(value)
-            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_campaign", e.to_string()))?;
+        let r: CampaignRequest = serde_json::from_value(value).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_campaign",
+                e.to_string(),
+            )
+        })?;
         let spec = CampaignSpec {
             from: r.from,
             subject: r.subject,
@@ -210,7 +225,11 @@ async fn read_multipart(mut mp: Multipart) -> Result<MultipartCampaign, ApiError
         parts.push(data.clone());
         let as_text = || {
             String::from_utf8(data.to_vec()).map_err(|_| {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("field {name} is not UTF-8"))
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("field {name} is not UTF-8"),
+                )
             })
         };
         match name.as_str() {
@@ -223,7 +242,13 @@ async fn read_multipart(mut mp: Multipart) -> Result<MultipartCampaign, ApiError
             _ => {}
         }
     }
-    let missing = |f: &str| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_campaign", format!("missing field `{f}`"));
+    let missing = |f: &str| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_campaign",
+            format!("missing field `{f}`"),
+        )
+    };
     let spec = CampaignSpec {
         from: from.ok_or_else(|| missing("from"))?,
         subject: subject.ok_or_else(|| missing("subject"))?,
@@ -232,8 +257,13 @@ async fn read_multipart(mut mp: Multipart) -> Result<MultipartCampaign, ApiError
     };
     publish::validate_spec(&spec)?;
     let recipients = recipients.ok_or_else(|| missing("recipients"))?;
-    let (rows, _) = rows_from_reader(std::io::Cursor::new(recipients))
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_campaign", format!("recipients: {e}")))?;
+    let (rows, _) = rows_from_reader(std::io::Cursor::new(recipients)).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_campaign",
+            format!("recipients: {e}"),
+        )
+    })?;
     let refs: Vec<&[u8]> = parts.iter().map(|b| b.as_ref()).collect();
     Ok((spec, campaign_id, rows, publish::fingerprint(&refs)))
 }
@@ -253,7 +283,9 @@ pub async fn campaign_view(topo: &Topology, id: &str) -> Result<Option<CampaignV
     let Some((record, _)) = publish::load_record(topo, id).await? else {
         return Ok(None);
     };
-    let progress = jetmail_common::records::load_progress(topo, id).await.unwrap_or_default();
+    let progress = jetmail_common::records::load_progress(topo, id)
+        .await
+        .unwrap_or_default();
     let pending = pending_count(topo, id).await.unwrap_or(0);
     Ok(Some(CampaignView {
         record,
@@ -282,12 +314,18 @@ async fn get_campaign(
         .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e))?;
     match campaign_view(&state.topo, &id).await {
         Ok(Some(v)) => Ok(Json(v)),
-        Ok(None) => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no campaign {id}"))),
+        Ok(None) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no campaign {id}"),
+        )),
         Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "broker", e)),
     }
 }
 
-async fn list_campaigns(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_campaigns(
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     use futures::TryStreamExt;
     let keys: Vec<String> = state
         .topo
@@ -304,7 +342,7 @@ async fn list_campaigns(State(state): State<Arc<ApiState>>) -> Result<Json<serde
             out.push(v);
         }
     }
-    out.sort_by(|a, b| b.record.created_ms.cmp(&a.record.created_ms));
+    out.sort_by_key(|v| std::cmp::Reverse(v.record.created_ms));
     Ok(Json(json!({ "campaigns": out })))
 }
 
@@ -322,7 +360,9 @@ fn default_limit() -> usize {
 
 fn dead_error(e: DeadError) -> ApiError {
     match e {
-        DeadError::Filter(d) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_filter", d),
+        DeadError::Filter(d) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_filter", d)
+        }
         DeadError::Broker(d) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "broker", d),
     }
 }
@@ -336,7 +376,9 @@ async fn dead_list(
         reason: q.reason.filter(|r| !r.is_empty()),
         seqs: None,
     };
-    let (entries, total) = dead::list(&state.topo, &filter, q.limit).await.map_err(dead_error)?;
+    let (entries, total) = dead::list(&state.topo, &filter, q.limit)
+        .await
+        .map_err(dead_error)?;
     Ok(Json(json!({ "dead": entries, "total": total })))
 }
 
@@ -344,33 +386,64 @@ fn parse_filter(body: &Bytes) -> Result<DeadFilter, ApiError> {
     if body.is_empty() {
         return Ok(DeadFilter::default());
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))
 }
 
-async fn dead_replay(State(state): State<Arc<ApiState>>, body: Bytes) -> Result<Json<BulkReport>, ApiError> {
+async fn dead_replay(
+    State(state): State<Arc<ApiState>>,
+    body: Bytes,
+) -> Result<Json<BulkReport>, ApiError> {
     let filter = parse_filter(&body)?;
-    dead::replay(&state.topo, &filter).await.map(Json).map_err(dead_error)
+    dead::replay(&state.topo, &filter)
+        .await
+        .map(Json)
+        .map_err(dead_error)
 }
 
-async fn dead_purge(State(state): State<Arc<ApiState>>, body: Bytes) -> Result<Json<BulkReport>, ApiError> {
+async fn dead_purge(
+    State(state): State<Arc<ApiState>>,
+    body: Bytes,
+) -> Result<Json<BulkReport>, ApiError> {
     let filter = parse_filter(&body)?;
-    dead::purge(&state.topo, &filter).await.map(Json).map_err(dead_error)
+    dead::purge(&state.topo, &filter)
+        .await
+        .map(Json)
+        .map_err(dead_error)
 }
 
 /// Renders a campaign for its first valid recipient without publishing anything.
-async fn preview(State(_state): State<Arc<ApiState>>, headers: HeaderMap, req: Request) -> Result<Json<serde_json::Value>, ApiError> {
+async fn preview(
+    State(_state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let is_multipart = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
     let (spec, _, mut rows, _) = if is_multipart {
-        let mp = Multipart::from_request(req, &()).await.map_err(|e| body_error(e.status(), e.body_text()))?;
+        let mp = Multipart::from_request(req, &())
+            .await
+            .map_err(|e| body_error(e.status(), e.body_text()))?;
         read_multipart(mp).await?
     } else {
-        let body = Bytes::from_request(req, &()).await.map_err(|e| body_error(e.status(), e.body_text()))?;
-        let r: CampaignRequest = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_campaign", e.to_string()))?;
-        let spec = CampaignSpec { from: r.from, subject: r.subject, text: r.text, html: r.html.filter(|h| !h.trim().is_empty()) };
+        let body = Bytes::from_request(req, &())
+            .await
+            .map_err(|e| body_error(e.status(), e.body_text()))?;
+        let r: CampaignRequest = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_campaign",
+                e.to_string(),
+            )
+        })?;
+        let spec = CampaignSpec {
+            from: r.from,
+            subject: r.subject,
+            text: r.text,
+            html: r.html.filter(|h| !h.trim().is_empty()),
+        };
         publish::validate_spec(&spec)?;
         (spec, None, rows_from_json(r.recipients), String::new())
     };
@@ -379,18 +452,33 @@ async fn preview(State(_state): State<Arc<ApiState>>, headers: HeaderMap, req: R
     while let Some(row) = rows.recv().await {
         match row {
             crate::recipients::Row::Accepted(a) if first.is_none() => first = Some(a),
-            crate::recipients::Row::Rejected(r) if rejected.len() < publish::REJECTED_SAMPLE => rejected.push(r),
+            crate::recipients::Row::Rejected(r) if rejected.len() < publish::REJECTED_SAMPLE => {
+                rejected.push(r)
+            }
             _ => {}
         }
     }
     let Some(first) = first else {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_campaign", "no valid recipients"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_campaign",
+            "no valid recipients",
+        ));
     };
-    let t = jetmail_common::template::CampaignTemplates::compile(&spec)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_campaign", e.to_string()))?;
-    let r = t
-        .render(&first.email, &first.vars)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_campaign", e.to_string()))?;
+    let t = jetmail_common::template::CampaignTemplates::compile(&spec).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_campaign",
+            e.to_string(),
+        )
+    })?;
+    let r = t.render(&first.email, &first.vars).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_campaign",
+            e.to_string(),
+        )
+    })?;
     Ok(Json(json!({
         "recipient": first.email,
         "subject": r.subject,

@@ -5,7 +5,11 @@ use jetmail_ingest::control::Action;
 use jetmail_ingest::publish::PUBLISH_MAX_ACK_INFLIGHT;
 
 #[derive(Parser)]
-#[command(name = "jetmail-ingest", version, about = "Publish jetmail campaigns: from a CSV file or over HTTP")]
+#[command(
+    name = "jetmail-ingest",
+    version,
+    about = "Publish jetmail campaigns: from a CSV file or over HTTP"
+)]
 struct Args {
     #[command(flatten)]
     nats: NatsArgs,
@@ -26,10 +30,7 @@ enum Command {
         max_body: usize,
     },
     /// Pause, resume or cancel a campaign.
-    Control {
-        action: Action,
-        campaign: String,
-    },
+    Control { action: Action, campaign: String },
     /// Print a campaign's status and counters as JSON.
     Status { campaign: String },
     /// List, replay or purge dead letters.
@@ -63,7 +64,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let client = args.nats.connect("jetmail-ingest").await?;
     let js = jetstream_context(client.clone(), PUBLISH_MAX_ACK_INFLIGHT);
-    let topo = jetmail_common::topology::ensure(&js).await.context("setting up JetStream")?;
+    let topo = jetmail_common::topology::ensure(&js)
+        .await
+        .context("setting up JetStream")?;
     let result = match args.command {
         Command::Submit(a) => jetmail_ingest::submit_cli::run(&topo, a).await.map(|_| ()),
         Command::Serve { listen, max_body } => {
@@ -71,7 +74,9 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            jetmail_ingest::serve(topo, listener, max_body, shutdown).await.map_err(Into::into)
+            jetmail_ingest::serve(topo, listener, max_body, shutdown)
+                .await
+                .map_err(Into::into)
         }
         Command::Control { action, campaign } => {
             let rec = jetmail_ingest::control::apply(&topo, &campaign, action).await?;
@@ -86,7 +91,13 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&view)?);
             Ok(())
         }
-        Command::Dead { action, campaign, reason, seq, limit } => {
+        Command::Dead {
+            action,
+            campaign,
+            reason,
+            seq,
+            limit,
+        } => {
             use jetmail_ingest::dead::{self, DeadFilter};
             let filter = DeadFilter {
                 campaign,
@@ -101,7 +112,10 @@ async fn main() -> anyhow::Result<()> {
                             "{}\t{}\t#{}\t{}\t{}",
                             e.stream_seq,
                             e.letter.campaign,
-                            e.letter.seq.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                            e.letter
+                                .seq
+                                .map(|s| s.to_string())
+                                .unwrap_or_else(|| "-".into()),
                             e.letter.outcome.as_str(),
                             e.letter.reason
                         );
@@ -122,7 +136,10 @@ async fn main() -> anyhow::Result<()> {
                     if report.errors.is_empty() {
                         Ok(())
                     } else {
-                        Err(anyhow::anyhow!("{} dead letters could not be {verb}", report.errors.len()))
+                        Err(anyhow::anyhow!(
+                            "{} dead letters could not be {verb}",
+                            report.errors.len()
+                        ))
                     }
                 }
             }

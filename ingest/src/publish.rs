@@ -11,12 +11,12 @@ use async_nats::jetstream::kv;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use jetmail_common::address::domain_token;
+use jetmail_common::now_ms;
 use jetmail_common::template::CampaignTemplates;
 use jetmail_common::topology::{self, Topology};
 use jetmail_common::wire::{
     CampaignRecord, CampaignSpec, CampaignStatus, OutboxMessage, PublishProgress, RejectedRow,
 };
-use jetmail_common::now_ms;
 use tokio::sync::mpsc;
 
 use crate::recipients::Row;
@@ -119,7 +119,12 @@ pub fn validate_spec(spec: &CampaignSpec) -> Result<(), SubmitError> {
 pub fn new_campaign_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::hash::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     h.write_u32(std::process::id());
     format!("c{}-{:06x}", now_ms(), h.finish() & 0xff_ffff)
 }
@@ -303,7 +308,8 @@ pub async fn submit(
     if seq == 0 {
         // Nothing to send: leave no half-made campaign behind.
         let _ = topo.campaigns.purge(&id).await;
-        let mut detail = format!("no valid recipients ({rejected_count} rejected, {duplicates} duplicates)");
+        let mut detail =
+            format!("no valid recipients ({rejected_count} rejected, {duplicates} duplicates)");
         if let Some(r) = rejected.first() {
             detail.push_str(&format!("; first: line {}: {}", r.line, r.reason));
         }
@@ -325,7 +331,9 @@ pub async fn submit(
 /// Awaits acks, oldest first, until at most `keep` are pending.
 async fn drain(window: &mut Window, keep: usize, campaign: &str) -> Result<(), SubmitError> {
     while window.pending.len() > keep {
-        let Some((seq, ack)) = window.pending.pop_front() else { break };
+        let Some((seq, ack)) = window.pending.pop_front() else {
+            break;
+        };
         match ack.await {
             Ok(_) => {
                 window.acked += 1;
@@ -335,7 +343,10 @@ async fn drain(window: &mut Window, keep: usize, campaign: &str) -> Result<(), S
             Err(e) => {
                 let text = e.to_string();
                 window.pending.clear();
-                if text.contains("maximum messages") || text.contains("maximum bytes") || text.contains("resource limits") {
+                if text.contains("maximum messages")
+                    || text.contains("maximum bytes")
+                    || text.contains("resource limits")
+                {
                     return Err(SubmitError::OutboxFull {
                         campaign: campaign.to_string(),
                         limit: text,

@@ -25,7 +25,10 @@ pub enum Row {
     Accepted(Accepted),
     Rejected(RejectedRow),
     /// The same address appeared earlier in this campaign (at `first_line`).
-    Duplicate { line: u64, email: String },
+    Duplicate {
+        line: u64,
+        email: String,
+    },
 }
 
 /// Input that cannot be read as recipients at all.
@@ -40,7 +43,10 @@ pub enum FormatError {
 }
 
 enum Mode {
-    Csv { email_col: usize, names: Vec<String> },
+    Csv {
+        email_col: usize,
+        names: Vec<String>,
+    },
     Bare,
 }
 
@@ -79,7 +85,9 @@ pub struct RowClassifier {
 
 impl Default for RowClassifier {
     fn default() -> Self {
-        Self { seen: SeenSet::new() }
+        Self {
+            seen: SeenSet::new(),
+        }
     }
 }
 
@@ -232,7 +240,13 @@ impl<R: Read> RecipientReader<R> {
     }
 
     fn classify(&mut self, rec: &csv::ByteRecord, line: u64) -> Row {
-        let reject = |email: String, reason: String| Row::Rejected(RejectedRow { line, email, reason });
+        let reject = |email: String, reason: String| {
+            Row::Rejected(RejectedRow {
+                line,
+                email,
+                reason,
+            })
+        };
         let (email, vars) = match &self.mode {
             Mode::Bare => {
                 let email = match field(rec, 0) {
@@ -240,7 +254,10 @@ impl<R: Read> RecipientReader<R> {
                     Err(r) => return reject(String::new(), r),
                 };
                 if rec.len() > 1 {
-                    return reject(email, format!("expected one address per line, found {} fields", rec.len()));
+                    return reject(
+                        email,
+                        format!("expected one address per line, found {} fields", rec.len()),
+                    );
                 }
                 (email, Vars::new())
             }
@@ -249,7 +266,11 @@ impl<R: Read> RecipientReader<R> {
                     let email = field(rec, *email_col).unwrap_or_default();
                     return reject(
                         email,
-                        format!("expected {} fields as in the header, found {}", names.len(), rec.len()),
+                        format!(
+                            "expected {} fields as in the header, found {}",
+                            names.len(),
+                            rec.len()
+                        ),
                     );
                 }
                 let email = match field(rec, *email_col) {
@@ -265,7 +286,9 @@ impl<R: Read> RecipientReader<R> {
                         Ok(v) => {
                             vars.insert(name.clone(), v.to_string());
                         }
-                        Err(_) => return reject(email, format!("column {name:?} is not valid UTF-8")),
+                        Err(_) => {
+                            return reject(email, format!("column {name:?} is not valid UTF-8"))
+                        }
                     }
                 }
                 (email, vars)
@@ -342,7 +365,10 @@ mod tests {
     #[test]
     fn bare_addresses_and_duplicates() {
         let r = rows("a@example.com\nb@example.com\nA@EXAMPLE.COM\na@example.com\n");
-        assert!(matches!(&r[2], Row::Accepted(_)), "local part is case-sensitive");
+        assert!(
+            matches!(&r[2], Row::Accepted(_)),
+            "local part is case-sensitive"
+        );
         assert!(matches!(&r[3], Row::Duplicate { line: 4, .. }), "{r:?}");
     }
 

@@ -12,7 +12,7 @@ use jetmail_common::topology::Topology;
 use jetmail_common::wire::CampaignSpec;
 
 use crate::feed::rows_from_reader;
-use crate::publish::{self, Progress, SubmitReport, Submission};
+use crate::publish::{self, Progress, Submission, SubmitReport};
 
 /// Arguments of `submit`.
 #[derive(Debug, Clone, clap::Args)]
@@ -63,8 +63,9 @@ impl Progress for Bar {
             }
         } else {
             self.bar.set_position(read);
-            self.bar
-                .set_message(format!("published {published}, rejected {rejected}, duplicates {duplicates}"));
+            self.bar.set_message(format!(
+                "published {published}, rejected {rejected}, duplicates {duplicates}"
+            ));
         }
     }
 }
@@ -80,8 +81,8 @@ pub async fn run(topo: &Topology, args: SubmitArgs) -> anyhow::Result<SubmitRepo
     let file = std::fs::File::open(&args.recipients)
         .with_context(|| format!("cannot open {}", args.recipients.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let (rows, bytes) = rows_from_reader(file)
-        .with_context(|| format!("{}", args.recipients.display()))?;
+    let (rows, bytes) =
+        rows_from_reader(file).with_context(|| format!("{}", args.recipients.display()))?;
     let plain = !std::io::stderr().is_terminal();
     let bar = if plain {
         indicatif::ProgressBar::hidden()
@@ -122,11 +123,17 @@ pub async fn run(topo: &Topology, args: SubmitArgs) -> anyhow::Result<SubmitRepo
         eprintln!("rejected line {}: {:?}: {}", r.line, r.email, r.reason);
     }
     if report.rejected_count as usize > args.show_rejected {
-        eprintln!("… and {} more rejected rows", report.rejected_count as usize - args.show_rejected);
+        eprintln!(
+            "… and {} more rejected rows",
+            report.rejected_count as usize - args.show_rejected
+        );
     }
     let secs = started.elapsed().as_secs_f64();
     if report.replayed {
-        println!("campaign {} was already published: nothing new sent", report.id);
+        println!(
+            "campaign {} was already published: nothing new sent",
+            report.id
+        );
     }
     println!(
         "campaign {}: published {}, rejected {}, duplicates {} ({:.1}s, {:.0} recipients/s)",

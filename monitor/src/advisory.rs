@@ -7,7 +7,9 @@ use futures::StreamExt;
 use jetmail_common::now_ms;
 use jetmail_common::outcomes::{dead_msg_id, event_msg_id, publish_dead, publish_event};
 use jetmail_common::topology::{self, Topology};
-use jetmail_common::wire::{Attempt, DeadLetter, DeliveryEvent, OutboxMessage, Outcome, WIRE_VERSION};
+use jetmail_common::wire::{
+    Attempt, DeadLetter, DeliveryEvent, OutboxMessage, Outcome, WIRE_VERSION,
+};
 use tokio_util::sync::CancellationToken;
 
 #[derive(serde::Deserialize)]
@@ -61,13 +63,25 @@ pub async fn settle(topo: &Topology, seq: u64, deliveries: u64) -> Result<(), St
         let key = topology::sent_key(&m.campaign, m.seq);
         if let Ok(Some(_)) = topo.sent.get(&key).await {
             let ev = event(m, Outcome::Sent);
-            publish_event(&topo.js, &ev, &event_msg_id(&m.campaign, m.seq, m.replay, Outcome::Sent, None)).await?;
-            topo.outbox.delete_message(seq).await.map_err(|e| e.to_string())?;
+            publish_event(
+                &topo.js,
+                &ev,
+                &event_msg_id(&m.campaign, m.seq, m.replay, Outcome::Sent, None),
+            )
+            .await?;
+            topo.outbox
+                .delete_message(seq)
+                .await
+                .map_err(|e| e.to_string())?;
             return Ok(());
         }
     }
     let mut attempts: Vec<Attempt> = match &decoded {
-        Some(m) => match topo.attempts.get(topology::sent_key(&m.campaign, m.seq)).await {
+        Some(m) => match topo
+            .attempts
+            .get(topology::sent_key(&m.campaign, m.seq))
+            .await
+        {
             Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_default(),
             _ => Vec::new(),
         },
@@ -98,10 +112,21 @@ pub async fn settle(topo: &Topology, seq: u64, deliveries: u64) -> Result<(), St
     publish_dead(&topo.js, &dl, &id).await?;
     if let Some(m) = &decoded {
         let ev = event(m, Outcome::Dead);
-        publish_event(&topo.js, &ev, &event_msg_id(&m.campaign, m.seq, m.replay, Outcome::Dead, None)).await?;
-        let _ = topo.attempts.purge(topology::sent_key(&m.campaign, m.seq)).await;
+        publish_event(
+            &topo.js,
+            &ev,
+            &event_msg_id(&m.campaign, m.seq, m.replay, Outcome::Dead, None),
+        )
+        .await?;
+        let _ = topo
+            .attempts
+            .purge(topology::sent_key(&m.campaign, m.seq))
+            .await;
     }
-    topo.outbox.delete_message(seq).await.map_err(|e| e.to_string())?;
+    topo.outbox
+        .delete_message(seq)
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::warn!(campaign = %campaign, stream_seq = seq, "message reached MaxDeliver: moved to MAIL_DEAD");
     Ok(())
 }

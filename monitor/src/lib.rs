@@ -47,8 +47,17 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), MonitorError> {
     let map: HealthMap = Arc::default();
-    let health = tokio::spawn(health::run(client.clone(), topo.clone(), map.clone(), shutdown.clone()));
-    let advisories = tokio::spawn(advisory::run(client.clone(), topo.clone(), shutdown.clone()));
+    let health = tokio::spawn(health::run(
+        client.clone(),
+        topo.clone(),
+        map.clone(),
+        shutdown.clone(),
+    ));
+    let advisories = tokio::spawn(advisory::run(
+        client.clone(),
+        topo.clone(),
+        shutdown.clone(),
+    ));
     let progress = tokio::spawn(progress::run(topo.clone(), shutdown.clone()));
     tracing::info!(addr = %listener.local_addr()?, "monitor ready");
     let s = shutdown.clone();

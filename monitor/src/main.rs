@@ -3,7 +3,11 @@ use clap::Parser;
 use jetmail_common::config::{jetstream_context, NatsArgs};
 
 #[derive(Parser)]
-#[command(name = "jetmail-monitor", version, about = "jetmail monitor: sender health map and campaign progress")]
+#[command(
+    name = "jetmail-monitor",
+    version,
+    about = "jetmail monitor: sender health map and campaign progress"
+)]
 struct Args {
     #[command(flatten)]
     nats: NatsArgs,
@@ -19,7 +23,9 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = jetmail_common::shutdown::shutdown_token();
     let client = args.nats.connect("jetmail-monitor").await?;
     let js = jetstream_context(client.clone(), 4096);
-    let topo = jetmail_common::topology::ensure(&js).await.context("setting up JetStream")?;
+    let topo = jetmail_common::topology::ensure(&js)
+        .await
+        .context("setting up JetStream")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

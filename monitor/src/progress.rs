@@ -56,7 +56,9 @@ async fn start_policy(topo: &Topology) -> DeliverPolicy {
     let mut start: Option<u64> = None;
     let mut any = false;
     for id in keys.iter().filter(|k| !k.contains('.')) {
-        let Ok(Some((rec, _))) = load_record(topo, id).await else { continue };
+        let Ok(Some((rec, _))) = load_record(topo, id).await else {
+            continue;
+        };
         if matches!(rec.status, CampaignStatus::Done) {
             continue;
         }
@@ -79,7 +81,9 @@ pub async fn run(topo: Topology, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
         let policy = match tallies.values().map(|t| t.progress.last_event_seq).max() {
             // After a failure, continue after the last event already folded in.
-            Some(seq) if seq > 0 => DeliverPolicy::ByStartSequence { start_sequence: seq + 1 },
+            Some(seq) if seq > 0 => DeliverPolicy::ByStartSequence {
+                start_sequence: seq + 1,
+            },
             _ => start_policy(&topo).await,
         };
         let consumer = topo
@@ -145,11 +149,21 @@ pub async fn run(topo: Topology, shutdown: CancellationToken) {
     }
 }
 
-async fn flush_all(topo: &Topology, tallies: &mut HashMap<String, Tally>, active: &mut HashSet<String>) {
+async fn flush_all(
+    topo: &Topology,
+    tallies: &mut HashMap<String, Tally>,
+    active: &mut HashSet<String>,
+) {
     for (id, t) in tallies.iter_mut().filter(|(_, t)| t.dirty) {
         t.progress.updated_ms = now_ms();
-        let Ok(v) = serde_json::to_vec(&t.progress) else { continue };
-        match topo.campaigns.put(topology::progress_key(id), Bytes::from(v)).await {
+        let Ok(v) = serde_json::to_vec(&t.progress) else {
+            continue;
+        };
+        match topo
+            .campaigns
+            .put(topology::progress_key(id), Bytes::from(v))
+            .await
+        {
             Ok(_) => t.dirty = false,
             Err(e) => tracing::warn!(campaign = %id, error = %e, "cannot store progress"),
         }
@@ -169,7 +183,11 @@ async fn flush_all(topo: &Topology, tallies: &mut HashMap<String, Tally>, active
                 match rec.status {
                     CampaignStatus::Running | CampaignStatus::Publishing if complete => {
                         let res = update_record(topo, id, |r| {
-                            if matches!(r.status, CampaignStatus::Running | CampaignStatus::Publishing) && r.publish.complete {
+                            if matches!(
+                                r.status,
+                                CampaignStatus::Running | CampaignStatus::Publishing
+                            ) && r.publish.complete
+                            {
                                 r.status = CampaignStatus::Done;
                             }
                         })
@@ -180,7 +198,9 @@ async fn flush_all(topo: &Topology, tallies: &mut HashMap<String, Tally>, active
                                 finished.push(id.clone());
                             }
                             Ok(_) => {}
-                            Err(e) => tracing::warn!(campaign = %id, error = %e, "cannot mark campaign done"),
+                            Err(e) => {
+                                tracing::warn!(campaign = %id, error = %e, "cannot mark campaign done")
+                            }
                         }
                     }
                     CampaignStatus::Done => finished.push(id.clone()),

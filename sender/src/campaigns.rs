@@ -92,7 +92,9 @@ impl Campaigns {
                     Some(Ok(entry)) if entry.operation == kv::Operation::Put => {
                         match serde_json::from_slice::<CampaignRecord>(&entry.value) {
                             Ok(rec) => self.apply(rec),
-                            Err(e) => tracing::warn!(key = %entry.key, error = %e, "unreadable campaign record"),
+                            Err(e) => {
+                                tracing::warn!(key = %entry.key, error = %e, "unreadable campaign record")
+                            }
                         }
                     }
                     Some(Ok(entry)) => {

@@ -41,7 +41,10 @@ impl Circuit {
         match self.state {
             CircuitState::Closed => true,
             CircuitState::Open => {
-                if self.opened_at.is_some_and(|t| now.duration_since(t) >= self.cooldown) {
+                if self
+                    .opened_at
+                    .is_some_and(|t| now.duration_since(t) >= self.cooldown)
+                {
                     self.state = CircuitState::HalfOpen;
                     self.probe_in_flight = true;
                     true
@@ -64,7 +67,9 @@ impl Circuit {
     pub fn would_allow(&self, now: Instant) -> bool {
         match self.state {
             CircuitState::Closed => true,
-            CircuitState::Open => self.opened_at.is_some_and(|t| now.duration_since(t) >= self.cooldown),
+            CircuitState::Open => self
+                .opened_at
+                .is_some_and(|t| now.duration_since(t) >= self.cooldown),
             CircuitState::HalfOpen => !self.probe_in_flight,
         }
     }

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
 use jetmail_common::now_ms;
-use jetmail_common::{outcomes, topology};
 use jetmail_common::wire::{
     Attempt, CampaignStatus, DeadLetter, DeliveryEvent, OutboxMessage, Outcome, WIRE_VERSION,
 };
+use jetmail_common::{outcomes, topology};
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 
 use crate::smtp::{envelope, SendOutcome};
@@ -62,7 +62,10 @@ async fn process(ctx: &Ctx, msg: &Message) {
     let key = topology::sent_key(&m.campaign, m.seq);
     // Only a redelivered (or requeued) message can have been sent already: skip the look-up
     // otherwise.
-    let requeued = msg.headers.as_ref().is_some_and(|h| h.get(REQUEUED_HEADER).is_some());
+    let requeued = msg
+        .headers
+        .as_ref()
+        .is_some_and(|h| h.get(REQUEUED_HEADER).is_some());
     if delivery > 1 || requeued {
         if let Ok(Some(_)) = ctx.topo.sent.get(&key).await {
             tracing::debug!(campaign = %m.campaign, seq = m.seq, "already sent; acking redelivery");
@@ -97,13 +100,20 @@ async fn process(ctx: &Ctx, msg: &Message) {
             ctx.stats.sent.fetch_add(1, Ordering::Relaxed);
             // The ledger first: once it holds the key, a redelivery is acked without sending.
             let value = Bytes::from(format!("{} {}", ctx.cfg.id, now_ms()));
-            retry("write the sent ledger", || ctx.topo.sent.put(&key, value.clone())).await;
+            retry("write the sent ledger", || {
+                ctx.topo.sent.put(&key, value.clone())
+            })
+            .await;
             event(ctx, &m, Outcome::Sent, None).await;
             if delivery > 1 {
                 let _ = ctx.topo.attempts.purge(&key).await;
             }
             ack_msg(msg).await;
-            tracing::trace!(seq = m.seq, ms = started.elapsed().as_millis() as u64, "sent");
+            tracing::trace!(
+                seq = m.seq,
+                ms = started.elapsed().as_millis() as u64,
+                "sent"
+            );
         }
         SendOutcome::Permanent { code, text } => {
             relay.circuit.lock().unwrap().on_success();
@@ -191,7 +201,10 @@ fn build_message(
         .to(Mailbox::new(None, to_addr.clone()))
         .subject(r.subject)
         // Deterministic: a mail sent twice carries the same Message-ID, so clients fold it.
-        .message_id(Some(format!("<{}.{}.r{}@{domain}>", m.campaign, m.seq, m.replay)));
+        .message_id(Some(format!(
+            "<{}.{}.r{}@{domain}>",
+            m.campaign, m.seq, m.replay
+        )));
     let message = match r.html {
         Some(html) => builder.multipart(MultiPart::alternative_plain_html(r.text, html)),
         None => builder.singlepart(
@@ -217,7 +230,10 @@ async fn event(ctx: &Ctx, m: &OutboxMessage, outcome: Outcome, delivery: Option<
         published_ms: m.published_ms,
     };
     let id = outcomes::event_msg_id(&m.campaign, m.seq, m.replay, outcome, delivery);
-    retry("publish an event", || outcomes::publish_event(&ctx.topo.js, &ev, &id)).await;
+    retry("publish an event", || {
+        outcomes::publish_event(&ctx.topo.js, &ev, &id)
+    })
+    .await;
 }
 
 /// Moves a message to MAIL_DEAD (waiting for the broker's ack), then terminates it.
@@ -246,7 +262,11 @@ async fn dead_letter(
             ctx.stats.dead.fetch_add(1, Ordering::Relaxed);
         }
         event(ctx, m, outcome, None).await;
-        let _ = ctx.topo.attempts.purge(topology::sent_key(&m.campaign, m.seq)).await;
+        let _ = ctx
+            .topo
+            .attempts
+            .purge(topology::sent_key(&m.campaign, m.seq))
+            .await;
         tracing::info!(campaign = %m.campaign, seq = m.seq, reason = %reason, "moved to MAIL_DEAD");
         settle(msg, AckKind::Term).await;
     } else {
@@ -286,7 +306,10 @@ async fn poison(ctx: &Ctx, msg: &Message, reason: String) {
 }
 
 async fn publish_dead(ctx: &Ctx, id: &str, dl: &DeadLetter) -> bool {
-    retry("write a dead letter", || outcomes::publish_dead(&ctx.topo.js, dl, id)).await
+    retry("write a dead letter", || {
+        outcomes::publish_dead(&ctx.topo.js, dl, id)
+    })
+    .await
 }
 
 /// Header marking a message re-published by [`hand_back`]: its delivery count restarted, so
@@ -302,7 +325,10 @@ async fn hand_back(ctx: &Ctx, msg: &Message, delivery: i64, delay: std::time::Du
     }
     let stream_seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("requeue.{stream_seq}").as_str());
+    headers.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        format!("requeue.{stream_seq}").as_str(),
+    );
     headers.insert(REQUEUED_HEADER, "1");
     let published = ctx
         .topo

@@ -5,9 +5,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use jetmail_common::now_ms;
 use jetmail_common::topology;
 use jetmail_common::wire::{Heartbeat, RelayHealth, SenderState, WIRE_VERSION};
-use jetmail_common::now_ms;
 use tokio_util::sync::CancellationToken;
 
 use crate::Ctx;
@@ -42,9 +42,14 @@ pub fn snapshot(ctx: &Ctx, started_ms: u64) -> Heartbeat {
 }
 
 async fn publish(ctx: &Ctx, client: &async_nats::Client, hb: &Heartbeat) {
-    let Ok(payload) = serde_json::to_vec(hb) else { return };
+    let Ok(payload) = serde_json::to_vec(hb) else {
+        return;
+    };
     if let Err(e) = client
-        .publish(topology::heartbeat_subject(&ctx.cfg.id), Bytes::from(payload))
+        .publish(
+            topology::heartbeat_subject(&ctx.cfg.id),
+            Bytes::from(payload),
+        )
         .await
     {
         tracing::debug!(error = %e, "heartbeat not published");

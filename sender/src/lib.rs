@@ -94,7 +94,11 @@ impl Ctx {
     /// The nak delay after failed delivery number `delivery` (1-based).
     pub fn retry_delay(&self, delivery: i64) -> Duration {
         let i = (delivery.max(1) as usize - 1).min(self.cfg.retry_backoff.len().saturating_sub(1));
-        self.cfg.retry_backoff.get(i).copied().unwrap_or(Duration::from_secs(30))
+        self.cfg
+            .retry_backoff
+            .get(i)
+            .copied()
+            .unwrap_or(Duration::from_secs(30))
     }
 
     fn any_relay_usable(&self) -> Result<(), Duration> {
@@ -126,13 +130,19 @@ impl Ctx {
 impl SenderConfig {
     pub fn validate(&self) -> Result<(), SenderError> {
         if self.relays.is_empty() {
-            return Err(SenderError::Config("at least one --smtp-url is needed".into()));
+            return Err(SenderError::Config(
+                "at least one --smtp-url is needed".into(),
+            ));
         }
         if self.concurrency == 0 {
-            return Err(SenderError::Config("--concurrency must be at least 1".into()));
+            return Err(SenderError::Config(
+                "--concurrency must be at least 1".into(),
+            ));
         }
         if self.retry_backoff.is_empty() {
-            return Err(SenderError::Config("--retry-backoff needs at least one delay".into()));
+            return Err(SenderError::Config(
+                "--retry-backoff needs at least one delay".into(),
+            ));
         }
         // A send still running when the ack wait expires would see its message redelivered.
         if self.send_timeout * 2 > self.ack_wait {
@@ -184,7 +194,11 @@ pub async fn run(
     });
     let background = CancellationToken::new();
     let watch = tokio::spawn(ctx.campaigns.clone().watch(background.clone()));
-    let beats = tokio::spawn(heartbeat::run(ctx.clone(), client.clone(), background.clone()));
+    let beats = tokio::spawn(heartbeat::run(
+        ctx.clone(),
+        client.clone(),
+        background.clone(),
+    ));
     tracing::info!(id = %ctx.cfg.id, concurrency = ctx.cfg.concurrency, relays = ctx.relays.len(), "sender ready");
 
     let tracker = TaskTracker::new();
@@ -194,7 +208,10 @@ pub async fn run(
     tracker.close();
     let in_flight = ctx.stats.in_flight.load(Ordering::Relaxed);
     tracing::info!(in_flight, "draining: finishing sends in flight");
-    if tokio::time::timeout(ctx.cfg.drain_timeout, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(ctx.cfg.drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::error!(
             unfinished = ctx.stats.in_flight.load(Ordering::Relaxed),
             "drain deadline passed; exiting with sends unfinished (they will be redelivered)"
@@ -207,16 +224,22 @@ pub async fn run(
     background.cancel();
     let _ = watch.await;
     let _ = beats.await; // publishes the final `stopped` heartbeat
-    // Acks are queued in the client: flush them before the process ends.
+                         // Acks are queued in the client: flush them before the process ends.
     let _ = client.flush().await;
     tracing::info!("sender stopped");
     Ok(())
 }
 
 /// Creates or updates the shared consumer so that MaxDeliver matches this sender's schedule.
-async fn senders_consumer(topo: &Topology, cfg: &SenderConfig) -> Result<Consumer<pull::Config>, SenderError> {
+async fn senders_consumer(
+    topo: &Topology,
+    cfg: &SenderConfig,
+) -> Result<Consumer<pull::Config>, SenderError> {
     topo.outbox
-        .create_consumer(topology::senders_consumer_config(cfg.retry_backoff.len(), cfg.ack_wait))
+        .create_consumer(topology::senders_consumer_config(
+            cfg.retry_backoff.len(),
+            cfg.ack_wait,
+        ))
         .await
         .map_err(|e| SenderError::Consumer(e.to_string()))
 }
@@ -258,7 +281,9 @@ async fn pull_loop(
             permits.push(p);
         }
         // A half-open circuit wants one probe, not a batch.
-        if ctx.relays.iter().all(|r| r.circuit.lock().unwrap().state() != jetmail_common::wire::CircuitState::Closed) {
+        if ctx.relays.iter().all(|r| {
+            r.circuit.lock().unwrap().state() != jetmail_common::wire::CircuitState::Closed
+        }) {
             permits.truncate(1);
         }
         let batch = consumer
@@ -289,7 +314,10 @@ async fn pull_loop(
         loop {
             let next = if stopping {
                 // Messages of a pull already sent keep arriving: hand them back at once.
-                tokio::time::timeout(PULL_EXPIRES, batch.next()).await.ok().flatten()
+                tokio::time::timeout(PULL_EXPIRES, batch.next())
+                    .await
+                    .ok()
+                    .flatten()
             } else {
                 tokio::select! {
                     _ = shutdown.cancelled() => { stopping = true; continue; }

@@ -7,13 +7,22 @@ use jetmail_sender::smtp::RelayUrl;
 use jetmail_sender::SenderConfig;
 
 #[derive(Parser)]
-#[command(name = "jetmail-sender", version, about = "Deliver jetmail recipients over SMTP from the shared JetStream consumer")]
+#[command(
+    name = "jetmail-sender",
+    version,
+    about = "Deliver jetmail recipients over SMTP from the shared JetStream consumer"
+)]
 struct Args {
     #[command(flatten)]
     nats: NatsArgs,
     /// SMTP relay: smtp://host:port, smtp://user:pass@host:587?tls=starttls, smtps://host:465.
     /// Give it more than once to route around a relay whose circuit is open.
-    #[arg(long = "smtp-url", env = "JETMAIL_SMTP_URL", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "smtp-url",
+        env = "JETMAIL_SMTP_URL",
+        value_delimiter = ',',
+        required = true
+    )]
     smtp_url: Vec<RelayUrl>,
     /// Sends at once (and the most messages this sender ever holds).
     #[arg(long, env = "JETMAIL_CONCURRENCY", default_value_t = 32)]
@@ -80,12 +89,16 @@ async fn main() -> anyhow::Result<()> {
         circuit_cooldown: args.circuit_cooldown,
         paused_retry: Duration::from_secs(2),
         blocked_retry: Duration::from_millis(500),
-        crash_on: std::env::var("JETMAIL_TEST_CRASH_ON").ok().filter(|s| !s.is_empty()),
+        crash_on: std::env::var("JETMAIL_TEST_CRASH_ON")
+            .ok()
+            .filter(|s| !s.is_empty()),
     };
     cfg.validate()?;
     let client = args.nats.connect(&format!("jetmail-sender {id}")).await?;
     let js = jetstream_context(client.clone(), 4096);
-    let topo = jetmail_common::topology::ensure(&js).await.context("setting up JetStream")?;
+    let topo = jetmail_common::topology::ensure(&js)
+        .await
+        .context("setting up JetStream")?;
     jetmail_sender::run(cfg, client, topo, shutdown).await?;
     Ok(())
 }

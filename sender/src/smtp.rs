@@ -74,7 +74,8 @@ impl FromStr for RelayUrl {
         let (host, port) = match hostport.rsplit_once(':') {
             Some((h, p)) => (
                 h.to_string(),
-                p.parse::<u16>().map_err(|_| format!("{s:?}: bad port {p:?}"))?,
+                p.parse::<u16>()
+                    .map_err(|_| format!("{s:?}: bad port {p:?}"))?,
             ),
             None => (
                 hostport.to_string(),
@@ -89,7 +90,11 @@ impl FromStr for RelayUrl {
                 Some(("tls", "starttls")) => tls = TlsMode::StartTls,
                 Some(("tls", "none")) if tls != TlsMode::Implicit => tls = TlsMode::None,
                 Some(("tls", "implicit")) => tls = TlsMode::Implicit,
-                _ => return Err(format!("{s:?}: unknown option {pair:?} (tls=starttls|implicit|none)")),
+                _ => {
+                    return Err(format!(
+                        "{s:?}: unknown option {pair:?} (tls=starttls|implicit|none)"
+                    ))
+                }
             }
         }
         let (user, password) = match userinfo {
@@ -112,9 +117,21 @@ impl FromStr for RelayUrl {
 impl RelayUrl {
     /// The URL without its password, for logs and the health map.
     pub fn redacted(&self) -> String {
-        let scheme = if self.tls == TlsMode::Implicit { "smtps" } else { "smtp" };
-        let user = self.user.as_deref().map(|u| format!("{u}@")).unwrap_or_default();
-        let q = if self.tls == TlsMode::StartTls { "?tls=starttls" } else { "" };
+        let scheme = if self.tls == TlsMode::Implicit {
+            "smtps"
+        } else {
+            "smtp"
+        };
+        let user = self
+            .user
+            .as_deref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        let q = if self.tls == TlsMode::StartTls {
+            "?tls=starttls"
+        } else {
+            ""
+        };
         format!("{scheme}://{user}{}:{}{q}", self.host, self.port)
     }
 }
@@ -143,7 +160,8 @@ enum Stage {
 }
 
 fn code_of(e: &lettre::transport::smtp::Error) -> Option<u16> {
-    e.status().map(|c| u16::from_str(&c.to_string()).unwrap_or(0))
+    e.status()
+        .map(|c| u16::from_str(&c.to_string()).unwrap_or(0))
 }
 
 /// Why a send attempt failed: an SMTP-level error from lettre, or our own socket set-up.
@@ -233,7 +251,12 @@ impl Relay {
                 tokio::net::TcpStream::connect((self.url.host.as_str(), self.url.port)),
             )
             .await
-            .map_err(|_| Fail::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")))?
+            .map_err(|_| {
+                Fail::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                ))
+            })?
             .map_err(Fail::Io)?;
             tcp.set_nodelay(true).map_err(Fail::Io)?;
             AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello).await?
@@ -242,8 +265,10 @@ impl Relay {
             conn.starttls(tls()?, &self.hello).await?;
         }
         if let Some(user) = &self.url.user {
-            let creds = Credentials::new(user.clone(), self.url.password.clone().unwrap_or_default());
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds).await?;
+            let creds =
+                Credentials::new(user.clone(), self.url.password.clone().unwrap_or_default());
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds)
+                .await?;
         }
         Ok(conn)
     }
@@ -275,14 +300,21 @@ impl Relay {
 
     /// Sends one message, the whole exchange bounded by `timeout` (lettre's own timeout covers
     /// connecting only).
-    pub async fn send(&self, from: &Address, to: &Address, body: &[u8], timeout: Duration) -> SendOutcome {
+    pub async fn send(
+        &self,
+        from: &Address,
+        to: &Address,
+        body: &[u8],
+        timeout: Duration,
+    ) -> SendOutcome {
         let mut stage = Stage::Connect;
         let stage_ref = &mut stage;
         let attempt = async move {
             let mut conn = self.checkout().await.map_err(|e| (e, None))?;
             *stage_ref = Stage::Envelope;
             let mut opts = Vec::new();
-            let envelope_utf8 = !AsRef::<str>::as_ref(from).is_ascii() || !AsRef::<str>::as_ref(to).is_ascii();
+            let envelope_utf8 =
+                !AsRef::<str>::as_ref(from).is_ascii() || !AsRef::<str>::as_ref(to).is_ascii();
             // Without SMTPUTF8 the relay decides: it answers 5xx, which is reported as such.
             if envelope_utf8 && conn.server_info().supports_feature(Extension::SmtpUtfEight) {
                 opts.push(MailParameter::SmtpUtfEight);
@@ -314,7 +346,14 @@ impl Relay {
             Ok(Err((e, conn))) => {
                 let outcome = classify(e, stage);
                 // After a refused command the session is intact: reset it and keep it.
-                if let (Some(mut conn), true) = (conn, matches!(outcome, SendOutcome::Permanent { .. } | SendOutcome::Transient { code: Some(_), .. })) {
+                if let (Some(mut conn), true) = (
+                    conn,
+                    matches!(
+                        outcome,
+                        SendOutcome::Permanent { .. }
+                            | SendOutcome::Transient { code: Some(_), .. }
+                    ),
+                ) {
                     if stage != Stage::Body && conn.command(Rset).await.is_ok() {
                         self.checkin(conn);
                     } else {
@@ -362,8 +401,13 @@ mod tests {
     #[test]
     fn parses_relay_urls() {
         let u: RelayUrl = "smtp://127.0.0.1:2525".parse().unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.tls), ("127.0.0.1", 2525, TlsMode::None));
-        let u: RelayUrl = "smtp://me:p%40ss@mail.example.com:587?tls=starttls".parse().unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.tls),
+            ("127.0.0.1", 2525, TlsMode::None)
+        );
+        let u: RelayUrl = "smtp://me:p%40ss@mail.example.com:587?tls=starttls"
+            .parse()
+            .unwrap();
         assert_eq!(u.tls, TlsMode::StartTls);
         assert_eq!(u.password.as_deref(), Some("p@ss"));
         assert_eq!(u.redacted(), "smtp://me@mail.example.com:587?tls=starttls");

@@ -70,15 +70,19 @@ impl NatsServer {
             .spawn()?;
         self.child = Some(child);
         let url = self.url();
-        crate::wait_for("nats-server to accept connections", Duration::from_secs(20), || {
-            let url = url.clone();
-            async move {
-                let client = async_nats::connect(url).await.ok()?;
-                // JetStream is ready once its API answers.
-                let js = async_nats::jetstream::new(client);
-                js.query_account().await.ok().map(|_| ())
-            }
-        })
+        crate::wait_for(
+            "nats-server to accept connections",
+            Duration::from_secs(20),
+            || {
+                let url = url.clone();
+                async move {
+                    let client = async_nats::connect(url).await.ok()?;
+                    // JetStream is ready once its API answers.
+                    let js = async_nats::jetstream::new(client);
+                    js.query_account().await.ok().map(|_| ())
+                }
+            },
+        )
         .await
     }
 

@@ -113,7 +113,9 @@ impl Service {
 
     /// Whether the process has exited (reaping it if so).
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn log(&self) -> String {

@@ -210,7 +210,10 @@ async fn reply(
 
 fn angle_addr(arg: &str) -> String {
     let start = arg.find('<').map(|i| i + 1).unwrap_or(0);
-    let end = arg[start..].find('>').map(|i| start + i).unwrap_or(arg.len());
+    let end = arg[start..]
+        .find('>')
+        .map(|i| start + i)
+        .unwrap_or(arg.len());
     arg[start..end].trim().to_string()
 }
 
@@ -303,7 +306,9 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
 }
 
 fn record(shared: &Shared, from: &str, rcpts: &[String], data: Vec<u8>) {
-    let n = shared.total.fetch_add(rcpts.len() as u64, Ordering::Relaxed);
+    let n = shared
+        .total
+        .fetch_add(rcpts.len() as u64, Ordering::Relaxed);
     {
         let mut counts = shared.counts.lock().unwrap();
         for r in rcpts {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use jetmail_common::records::{load_progress, load_record};
 use jetmail_common::topology::{self, Topology};
-use jetmail_common::wire::{CampaignProgress, CampaignRecord, CampaignStatus, DeadLetter, SenderHealth};
+use jetmail_common::wire::{
+    CampaignProgress, CampaignRecord, CampaignStatus, DeadLetter, SenderHealth,
+};
 
 use crate::{free_port, wait_for, NatsServer, Service, SmtpSink, TempDir};
 
@@ -60,7 +62,13 @@ impl Stack {
             "--listen".into(),
             format!("127.0.0.1:{}", self.monitor_port),
         ];
-        self.monitor = Some(Service::spawn("monitor", "jetmail-monitor", &args, &[], self.dir.path())?);
+        self.monitor = Some(Service::spawn(
+            "monitor",
+            "jetmail-monitor",
+            &args,
+            &[],
+            self.dir.path(),
+        )?);
         Ok(())
     }
 
@@ -95,7 +103,10 @@ impl Stack {
     }
 
     pub fn sender(&mut self, id: &str) -> &mut Service {
-        self.senders.iter_mut().find(|s| s.name == id).expect("no such sender")
+        self.senders
+            .iter_mut()
+            .find(|s| s.name == id)
+            .expect("no such sender")
     }
 
     /// Writes a CSV of `n` recipients `user<i>@example.com` with a `name` column.
@@ -125,11 +136,22 @@ impl Stack {
     }
 
     /// Runs `jetmail-ingest submit`, whatever its exit status.
-    pub fn submit_raw(&self, csv: &Path, campaign: &str, extra: &[&str]) -> anyhow::Result<std::process::Output> {
+    pub fn submit_raw(
+        &self,
+        csv: &Path,
+        campaign: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<std::process::Output> {
         let text = self.dir.path().join("body.txt");
         std::fs::write(&text, "Hello {{ name }}, this mail is for {{ email }}.\n")?;
         let out = std::process::Command::new(crate::bin_path("jetmail-ingest")?)
-            .args(["--nats-url", &self.nats.url(), "submit", "--from", "News <news@example.com>"])
+            .args([
+                "--nats-url",
+                &self.nats.url(),
+                "submit",
+                "--from",
+                "News <news@example.com>",
+            ])
             .args(["--subject", "Hi {{ name }}", "--text"])
             .arg(&text)
             .arg("--recipients")
@@ -141,7 +163,11 @@ impl Stack {
     }
 
     pub async fn record(&self, id: &str) -> Option<CampaignRecord> {
-        load_record(&self.topo, id).await.ok().flatten().map(|(r, _)| r)
+        load_record(&self.topo, id)
+            .await
+            .ok()
+            .flatten()
+            .map(|(r, _)| r)
     }
 
     pub async fn progress(&self, id: &str) -> CampaignProgress {

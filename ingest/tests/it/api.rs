@@ -14,12 +14,20 @@ async fn setup() -> anyhow::Result<(NatsServer, Topology)> {
     Ok((nats, topo))
 }
 
-async fn call(topo: &Topology, max_body: usize, req: Request<Body>) -> (StatusCode, Value, axum::http::HeaderMap) {
-    let resp = router(ApiState { topo: topo.clone() }, max_body).oneshot(req).await.unwrap();
+async fn call(
+    topo: &Topology,
+    max_body: usize,
+    req: Request<Body>,
+) -> (StatusCode, Value, axum::http::HeaderMap) {
+    let resp = router(ApiState { topo: topo.clone() }, max_body)
+        .oneshot(req)
+        .await
+        .unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, body, headers)
 }
 
@@ -67,7 +75,12 @@ async fn json_submit_idempotency_and_status() -> anyhow::Result<()> {
     let (status, replay, headers) = call(&topo, 1 << 20, post_json(&body, Some("key-1"))).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(replay, first);
-    assert_eq!(headers.get("idempotent-replayed").map(|v| v.to_str().unwrap()), Some("true"));
+    assert_eq!(
+        headers
+            .get("idempotent-replayed")
+            .map(|v| v.to_str().unwrap()),
+        Some("true")
+    );
     assert_eq!(outbox_len(&topo).await, 2);
 
     // The same key with another body is a conflict, not a silent replay.
@@ -76,12 +89,22 @@ async fn json_submit_idempotency_and_status() -> anyhow::Result<()> {
     assert_eq!(status, StatusCode::CONFLICT, "{err}");
 
     let id = first["id"].as_str().unwrap();
-    let (status, view, _) = call(&topo, 1 << 20, Request::get(format!("/v1/campaigns/{id}")).body(Body::empty())?).await;
+    let (status, view, _) = call(
+        &topo,
+        1 << 20,
+        Request::get(format!("/v1/campaigns/{id}")).body(Body::empty())?,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(view["status"], "running");
     assert_eq!(view["publish"]["published_through"], 2);
     assert_eq!(view["pending"], 2);
-    let (status, _, _) = call(&topo, 1 << 20, Request::get("/v1/campaigns/nope").body(Body::empty())?).await;
+    let (status, _, _) = call(
+        &topo,
+        1 << 20,
+        Request::get("/v1/campaigns/nope").body(Body::empty())?,
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     Ok(())
 }
@@ -97,13 +120,18 @@ async fn multipart_submit_with_csv_file() -> anyhow::Result<()> {
         ("text", "Hello {{ name }}"),
         ("campaign_id", "mp1"),
     ] {
-        body.push_str(&format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"));
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
     }
     body.push_str(&format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"recipients\"; filename=\"r.csv\"\r\nContent-Type: text/csv\r\n\r\nemail,name\r\nx@example.com,X\r\nbad,Y\r\ny@example.com,\"Y, Jr\"\r\n\r\n--{boundary}--\r\n"
     ));
     let req = Request::post("/v1/campaigns")
-        .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"))
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
         .body(Body::from(body))?;
     let (status, resp, _) = call(&topo, 1 << 20, req).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{resp}");
@@ -136,27 +164,51 @@ async fn errors_are_json_with_the_right_status() -> anyhow::Result<()> {
     broken["subject"] = json!("Hi {{ name ");
     let (status, body, _) = call(&topo, 1 << 20, post_json(&broken, None)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(body["detail"].as_str().unwrap().contains("subject"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("subject"),
+        "{body}"
+    );
 
     // 422: header injection in the subject or sender.
     let mut inject = campaign(json!(["a@example.com"]));
     inject["subject"] = json!("Hi\r\nBcc: victim@example.com");
     let (status, body, _) = call(&topo, 1 << 20, post_json(&inject, None)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(body["detail"].as_str().unwrap().contains("header injection"), "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("header injection"),
+        "{body}"
+    );
     let mut inject = campaign(json!(["a@example.com"]));
     inject["from"] = json!("news@example.com\r\nBcc: victim@example.com");
     let (status, _, _) = call(&topo, 1 << 20, post_json(&inject, None)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 
     // 422: a missing field, and no valid recipient at all.
-    let (status, _, _) = call(&topo, 1 << 20, post_json(&json!({"from": "a@example.com"}), None)).await;
+    let (status, _, _) = call(
+        &topo,
+        1 << 20,
+        post_json(&json!({"from": "a@example.com"}), None),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let (status, body, _) = call(&topo, 1 << 20, post_json(&campaign(json!(["nope"])), None)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(body["detail"].as_str().unwrap().contains("no valid recipients"), "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no valid recipients"),
+        "{body}"
+    );
 
-    assert_eq!(outbox_len(&topo).await, 0, "nothing may be published by a refused request");
+    assert_eq!(
+        outbox_len(&topo).await,
+        0,
+        "nothing may be published by a refused request"
+    );
     Ok(())
 }
 
@@ -174,9 +226,16 @@ async fn a_full_outbox_is_reported_with_the_exact_published_count() -> anyhow::R
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{resp}");
     assert_eq!(resp["error"], "outbox_full");
     assert!(headers.contains_key(header::RETRY_AFTER));
-    assert!(resp["detail"].as_str().unwrap().contains("25 recipients"), "{resp}");
+    assert!(
+        resp["detail"].as_str().unwrap().contains("25 recipients"),
+        "{resp}"
+    );
     assert_eq!(outbox_len(&topo).await, 25);
-    let rec = jetmail_common::records::load_record(&topo, "full1").await.unwrap().unwrap().0;
+    let rec = jetmail_common::records::load_record(&topo, "full1")
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
     assert_eq!(rec.publish.published_through, 25);
     assert!(!rec.publish.complete);
     Ok(())

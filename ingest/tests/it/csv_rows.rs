@@ -1,7 +1,9 @@
 use jetmail_ingest::recipients::{RecipientReader, Row};
 
 fn classify(input: &[u8]) -> Vec<Row> {
-    RecipientReader::new(input).expect("readable input").collect()
+    RecipientReader::new(input)
+        .expect("readable input")
+        .collect()
 }
 
 #[test]

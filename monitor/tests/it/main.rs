@@ -8,7 +8,9 @@ use jetmail_testkit::{wait_for, Stack};
 async fn counters_stay_exact_across_monitor_restarts() -> anyhow::Result<()> {
     const N: usize = 5_000;
     let mut stack = Stack::start(2, &[]).await?;
-    stack.sink.set_faults(|f| f.delay = Duration::from_millis(1));
+    stack
+        .sink
+        .set_faults(|f| f.delay = Duration::from_millis(1));
     let csv = stack.write_csv("r.csv", N)?;
     stack.submit(&csv, "mon", &[])?;
     for _ in 0..2 {
@@ -41,8 +43,12 @@ async fn senders_endpoint_lists_the_health_map() -> anyhow::Result<()> {
     let port = stack.monitor_port;
     let body = wait_for("GET /v1/senders", Duration::from_secs(10), || async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        s.write_all(b"GET /v1/senders HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        s.write_all(b"GET /v1/senders HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).await.ok()?;
         out.contains("\"s1\"").then_some(out)

@@ -24,7 +24,9 @@ const FAST: &[&str] = &[
 ];
 
 fn report(name: &str, lost: usize, duplicates: u64, recovery: Option<Duration>) {
-    let rec = recovery.map(|d| format!(", recovered in {:.1}s", d.as_secs_f64())).unwrap_or_default();
+    let rec = recovery
+        .map(|d| format!(", recovered in {:.1}s", d.as_secs_f64()))
+        .unwrap_or_default();
     println!("FAULT {name}: lost {lost}, duplicates {duplicates}{rec}");
 }
 
@@ -58,9 +60,11 @@ async fn kill_senders(n: usize, concurrency: &str, campaign: &str) -> anyhow::Re
     let mut kills = 0;
     for round in 0..5u64 {
         let target = (n as u64 / 7) * (round + 1);
-        wait_for("progress before the next kill", Duration::from_secs(120), || async {
-            (stack.sink.total() >= target).then_some(())
-        })
+        wait_for(
+            "progress before the next kill",
+            Duration::from_secs(120),
+            || async { (stack.sink.total() >= target).then_some(()) },
+        )
         .await?;
         let id = format!("s{}", 1 + (round * 7 + stack.sink.total()) % 3);
         stack.sender(&id).kill();
@@ -72,7 +76,12 @@ async fn kill_senders(n: usize, concurrency: &str, campaign: &str) -> anyhow::Re
     let dead = dead_addresses(&stack).await?;
     let lost = lost(&stack, n, &dead);
     let dups = stack.sink.duplicates();
-    report(&format!("kill -9 a sender 5 times (concurrency {concurrency})"), lost.len(), dups, None);
+    report(
+        &format!("kill -9 a sender 5 times (concurrency {concurrency})"),
+        lost.len(),
+        dups,
+        None,
+    );
     assert!(lost.is_empty(), "lost: {:?}", &lost[..lost.len().min(5)]);
     assert!(dead.is_empty(), "no recipient should be dead: {dead:?}");
     Ok((kills, dups))
@@ -89,7 +98,8 @@ async fn kill_9_senders_repeatedly() -> anyhow::Result<()> {
 
 /// With one send in flight per sender, a kill duplicates at most one recipient.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_senders_with_one_send_in_flight_duplicates_at_most_one_per_kill() -> anyhow::Result<()> {
+async fn kill_9_senders_with_one_send_in_flight_duplicates_at_most_one_per_kill(
+) -> anyhow::Result<()> {
     let (kills, dups) = kill_senders(4_000, "1", "kill9c1").await?;
     assert!(dups <= kills, "{dups} duplicates after {kills} kills");
     Ok(())
@@ -101,7 +111,10 @@ async fn kill_9_the_broker_and_restart_it_on_the_same_store() -> anyhow::Result<
     let mut stack = Stack::start(3, FAST).await?;
     let csv = stack.write_csv("r.csv", N)?;
     stack.submit(&csv, "broker", &[])?;
-    wait_for("sending to start", Duration::from_secs(60), || async { (stack.sink.total() > 1500).then_some(()) }).await?;
+    wait_for("sending to start", Duration::from_secs(60), || async {
+        (stack.sink.total() > 1500).then_some(())
+    })
+    .await?;
     stack.nats.kill();
     let down_at = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -110,7 +123,12 @@ async fn kill_9_the_broker_and_restart_it_on_the_same_store() -> anyhow::Result<
     let recovery = down_at.elapsed();
     let dead = dead_addresses(&stack).await?;
     let lost = lost(&stack, N, &dead);
-    report("kill -9 nats-server", lost.len(), stack.sink.duplicates(), Some(recovery));
+    report(
+        "kill -9 nats-server",
+        lost.len(),
+        stack.sink.duplicates(),
+        Some(recovery),
+    );
     assert!(lost.is_empty(), "lost {}", lost.len());
     assert!(dead.is_empty());
     assert_eq!(stack.outbox_len().await, 0);
@@ -123,13 +141,24 @@ async fn smtp_down_for_15s_opens_circuits_and_loses_nothing() -> anyhow::Result<
     let mut stack = Stack::start(2, FAST).await?;
     let csv = stack.write_csv("r.csv", N)?;
     stack.submit(&csv, "down", &[])?;
-    wait_for("sending to start", Duration::from_secs(60), || async { (stack.sink.total() > 500).then_some(()) }).await?;
+    wait_for("sending to start", Duration::from_secs(60), || async {
+        (stack.sink.total() > 500).then_some(())
+    })
+    .await?;
     stack.sink.stop();
     let down_at = Instant::now();
-    wait_for("every circuit open in mail_senders", Duration::from_secs(10), || async {
-        let hs = stack.all_sender_health().await;
-        (hs.len() == 2 && hs.iter().all(|h| h.relays.iter().all(|r| r.circuit != CircuitState::Closed))).then_some(())
-    })
+    wait_for(
+        "every circuit open in mail_senders",
+        Duration::from_secs(10),
+        || async {
+            let hs = stack.all_sender_health().await;
+            (hs.len() == 2
+                && hs
+                    .iter()
+                    .all(|h| h.relays.iter().all(|r| r.circuit != CircuitState::Closed)))
+            .then_some(())
+        },
+    )
     .await?;
     tokio::time::sleep(Duration::from_secs(15).saturating_sub(down_at.elapsed())).await;
     stack.sink.resume().await?;
@@ -137,8 +166,17 @@ async fn smtp_down_for_15s_opens_circuits_and_loses_nothing() -> anyhow::Result<
     stack.wait_done("down", Duration::from_secs(120)).await?;
     let dead = dead_addresses(&stack).await?;
     let lost = lost(&stack, N, &dead);
-    report("SMTP server down 15 s", lost.len(), stack.sink.duplicates(), Some(up_at.elapsed()));
-    assert!(dead.is_empty(), "an outage must not make dead letters: {}", dead.len());
+    report(
+        "SMTP server down 15 s",
+        lost.len(),
+        stack.sink.duplicates(),
+        Some(up_at.elapsed()),
+    );
+    assert!(
+        dead.is_empty(),
+        "an outage must not make dead letters: {}",
+        dead.len()
+    );
     assert!(lost.is_empty());
     Ok(())
 }
@@ -146,8 +184,19 @@ async fn smtp_down_for_15s_opens_circuits_and_loses_nothing() -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tempfails_are_retried_and_550s_are_dead_with_their_reason() -> anyhow::Result<()> {
     const N: usize = 3_000;
-    let stack = Stack::start(2, &["--retry-backoff", "200ms,200ms,400ms,800ms,1s,1s,1s,1s", "--circuit-failures", "50"]).await?;
-    let rejected: HashSet<String> = (0..100).map(|i| format!("user{}@example.com", i * 29)).collect();
+    let stack = Stack::start(
+        2,
+        &[
+            "--retry-backoff",
+            "200ms,200ms,400ms,800ms,1s,1s,1s,1s",
+            "--circuit-failures",
+            "50",
+        ],
+    )
+    .await?;
+    let rejected: HashSet<String> = (0..100)
+        .map(|i| format!("user{}@example.com", i * 29))
+        .collect();
     stack.sink.set_faults(|f| {
         f.tempfail_ratio = 0.10;
         f.reject = rejected.clone();
@@ -160,7 +209,11 @@ async fn tempfails_are_retried_and_550s_are_dead_with_their_reason() -> anyhow::
     assert_eq!(dead, rejected, "exactly the 550 recipients are dead");
     for d in &letters {
         assert_eq!(d.outcome, Outcome::Failed);
-        assert!(d.reason.contains("550") && d.reason.contains("user unknown"), "{}", d.reason);
+        assert!(
+            d.reason.contains("550") && d.reason.contains("user unknown"),
+            "{}",
+            d.reason
+        );
         assert_eq!(d.attempts.last().and_then(|a| a.code), Some(550));
     }
     let lost = lost(&stack, N, &dead);
@@ -168,7 +221,12 @@ async fn tempfails_are_retried_and_550s_are_dead_with_their_reason() -> anyhow::
     assert_eq!(p.failed, 100);
     assert_eq!(p.sent, (N - 100) as u64);
     assert!(p.deferred > 0, "10% tempfails must show as deferrals");
-    report("451 on 10%, 550 on 100", lost.len(), stack.sink.duplicates(), None);
+    report(
+        "451 on 10%, 550 on 100",
+        lost.len(),
+        stack.sink.duplicates(),
+        None,
+    );
     assert_eq!(stack.sink.duplicates(), 0);
     Ok(())
 }
@@ -188,38 +246,85 @@ async fn a_dead_relay_on_one_sender_costs_nothing() -> anyhow::Result<()> {
     let dead_relay = format!("smtp://127.0.0.1:{}", jetmail_testkit::free_port());
     stack.spawn_sender_with("a", &dead_relay, &[], &[])?;
     let csv2 = stack.dir.path().join("r2.csv");
-    std::fs::write(&csv2, std::fs::read_to_string(&csv)?.replace("@example.com", "@example.org"))?;
+    std::fs::write(
+        &csv2,
+        std::fs::read_to_string(&csv)?.replace("@example.com", "@example.org"),
+    )?;
     let t = Instant::now();
     stack.submit(&csv2, "withdead", &[])?;
-    stack.wait_done("withdead", Duration::from_secs(120)).await?;
+    stack
+        .wait_done("withdead", Duration::from_secs(120))
+        .await?;
     let together = t.elapsed();
     let a = stack.sender_health("a").await.expect("a in mail_senders");
-    assert!(a.relays.iter().all(|r| r.circuit != CircuitState::Closed), "A's circuit must be open: {a:?}");
+    assert!(
+        a.relays.iter().all(|r| r.circuit != CircuitState::Closed),
+        "A's circuit must be open: {a:?}"
+    );
     assert!(stack.dead_letters().await?.is_empty());
     assert_eq!(stack.sink.distinct(), 2 * N);
-    println!("FAULT dead relay on one sender: B alone {:.1}s, with A {:.1}s", alone.as_secs_f64(), together.as_secs_f64());
-    assert!(together <= alone + alone / 2 + Duration::from_secs(2), "B alone {alone:?}, with A {together:?}");
+    println!(
+        "FAULT dead relay on one sender: B alone {:.1}s, with A {:.1}s",
+        alone.as_secs_f64(),
+        together.as_secs_f64()
+    );
+    assert!(
+        together <= alone + alone / 2 + Duration::from_secs(2),
+        "B alone {alone:?}, with A {together:?}"
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_and_crashing_messages_end_in_mail_dead() -> anyhow::Result<()> {
-    let mut stack = Stack::start(0, &["--retry-backoff", "100ms,100ms", "--ack-wait", "2s", "--send-timeout", "1s"]).await?;
-    let crash = "crash@example.com";
-    stack.spawn_sender_with("s1", &stack.sink.url(), &[], &[("JETMAIL_TEST_CRASH_ON", crash)])?;
-    // A message no sender can decode.
-    let ack = stack.topo.js.publish("mail.outbox.handmade.example_com", "{not json".into()).await?;
-    ack.await?;
-    wait_for("the poison message in MAIL_DEAD", Duration::from_secs(20), || async {
-        let d = stack.dead_letters().await.ok()?;
-        d.iter().any(|l| l.reason.contains("undecodable")).then_some(())
-    })
+    let mut stack = Stack::start(
+        0,
+        &[
+            "--retry-backoff",
+            "100ms,100ms",
+            "--ack-wait",
+            "2s",
+            "--send-timeout",
+            "1s",
+        ],
+    )
     .await?;
-    assert!(stack.sender("s1").exited().is_none(), "a poison message must not stop the sender");
+    let crash = "crash@example.com";
+    stack.spawn_sender_with(
+        "s1",
+        &stack.sink.url(),
+        &[],
+        &[("JETMAIL_TEST_CRASH_ON", crash)],
+    )?;
+    // A message no sender can decode.
+    let ack = stack
+        .topo
+        .js
+        .publish("mail.outbox.handmade.example_com", "{not json".into())
+        .await?;
+    ack.await?;
+    wait_for(
+        "the poison message in MAIL_DEAD",
+        Duration::from_secs(20),
+        || async {
+            let d = stack.dead_letters().await.ok()?;
+            d.iter()
+                .any(|l| l.reason.contains("undecodable"))
+                .then_some(())
+        },
+    )
+    .await?;
+    assert!(
+        stack.sender("s1").exited().is_none(),
+        "a poison message must not stop the sender"
+    );
 
     // A recipient that kills its sender at every delivery: restart the sender each time.
     let csv = stack.dir.path().join("c.csv");
-    std::fs::write(&csv, format!("email,name\n{crash},Boom\nok@example.com,Fine\n"))?;
+    std::fs::write(
+        &csv,
+        format!("email,name\n{crash},Boom\nok@example.com,Fine\n"),
+    )?;
     stack.submit(&csv, "crashy", &[])?;
     let mut crashes = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -230,14 +335,20 @@ async fn poison_and_crashing_messages_end_in_mail_dead() -> anyhow::Result<()> {
             assert!(l.reason.contains("deliveries"), "{}", l.reason);
             break;
         }
-        assert!(Instant::now() < deadline, "crashing message never reached MAIL_DEAD");
+        assert!(
+            Instant::now() < deadline,
+            "crashing message never reached MAIL_DEAD"
+        );
         if stack.sender("s1").exited().is_some() {
             crashes += 1;
             stack.sender("s1").start()?;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(crashes >= 2, "the hook should have crashed the sender at each delivery");
+    assert!(
+        crashes >= 2,
+        "the hook should have crashed the sender at each delivery"
+    );
     stack.wait_done("crashy", Duration::from_secs(30)).await?;
     assert_eq!(stack.sink.counts().get("ok@example.com"), Some(&1));
     println!("FAULT poison + crashing message: in MAIL_DEAD after {crashes} crashes");
@@ -273,38 +384,64 @@ async fn a_full_outbox_fails_the_cli_with_the_exact_count() -> anyhow::Result<()
 async fn pause_resume_and_cancel() -> anyhow::Result<()> {
     const N: usize = 3_000;
     let stack = Stack::start(2, &[]).await?;
-    stack.sink.set_faults(|f| f.delay = Duration::from_millis(1));
+    stack
+        .sink
+        .set_faults(|f| f.delay = Duration::from_millis(1));
     let csv = stack.write_csv("r.csv", N)?;
     stack.submit(&csv, "pz", &[])?;
-    wait_for("sending to start", Duration::from_secs(60), || async { (stack.sink.total() > 300).then_some(()) }).await?;
+    wait_for("sending to start", Duration::from_secs(60), || async {
+        (stack.sink.total() > 300).then_some(())
+    })
+    .await?;
     control(&stack, "pause", "pz")?;
     // Sends already on the wire finish; after that nothing moves.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let at_pause = stack.sink.total();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(stack.sink.total(), at_pause, "nothing may be sent while paused");
+    assert_eq!(
+        stack.sink.total(),
+        at_pause,
+        "nothing may be sent while paused"
+    );
     control(&stack, "resume", "pz")?;
     stack.wait_done("pz", Duration::from_secs(120)).await?;
     assert_eq!(stack.sink.distinct(), N);
     assert_eq!(stack.sink.duplicates(), 0);
 
     let csv2 = stack.dir.path().join("r2.csv");
-    std::fs::write(&csv2, std::fs::read_to_string(&csv)?.replace("@example.com", "@example.net"))?;
+    std::fs::write(
+        &csv2,
+        std::fs::read_to_string(&csv)?.replace("@example.com", "@example.net"),
+    )?;
     let before = stack.sink.total();
     stack.submit(&csv2, "cx", &[])?;
-    wait_for("sending to start", Duration::from_secs(60), || async { (stack.sink.total() > before + 300).then_some(()) }).await?;
+    wait_for("sending to start", Duration::from_secs(60), || async {
+        (stack.sink.total() > before + 300).then_some(())
+    })
+    .await?;
     control(&stack, "cancel", "cx")?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let at_cancel = stack.sink.total();
-    let p = wait_for("every recipient settled", Duration::from_secs(60), || async {
-        let p = stack.progress("cx").await;
-        (p.sent + p.cancelled == N as u64).then_some(p)
-    })
+    let p = wait_for(
+        "every recipient settled",
+        Duration::from_secs(60),
+        || async {
+            let p = stack.progress("cx").await;
+            (p.sent + p.cancelled == N as u64).then_some(p)
+        },
+    )
     .await?;
-    assert_eq!(stack.sink.total(), at_cancel, "nothing may be sent after cancel");
+    assert_eq!(
+        stack.sink.total(),
+        at_cancel,
+        "nothing may be sent after cancel"
+    );
     assert!(p.cancelled > 0);
     assert_eq!(stack.outbox_len().await, 0);
-    println!("FAULT pause/cancel: paused at {at_pause}, cancelled {} of {N}", p.cancelled);
+    println!(
+        "FAULT pause/cancel: paused at {at_pause}, cancelled {} of {N}",
+        p.cancelled
+    );
     Ok(())
 }
 
@@ -312,18 +449,38 @@ fn control(stack: &Stack, action: &str, campaign: &str) -> anyhow::Result<()> {
     let out = std::process::Command::new(jetmail_testkit::bin_path("jetmail-ingest")?)
         .args(["--nats-url", &stack.nats.url(), "control", action, campaign])
         .output()?;
-    anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_stalls_after_data_is_timed_out_and_retried() -> anyhow::Result<()> {
     const N: usize = 200;
-    let stack = Stack::start(1, &["--retry-backoff", "500ms,1s,1s,1s,1s,1s", "--send-timeout", "1s", "--ack-wait", "4s", "--circuit-failures", "1000"]).await?;
+    let stack = Stack::start(
+        1,
+        &[
+            "--retry-backoff",
+            "500ms,1s,1s,1s,1s,1s",
+            "--send-timeout",
+            "1s",
+            "--ack-wait",
+            "4s",
+            "--circuit-failures",
+            "1000",
+        ],
+    )
+    .await?;
     stack.sink.set_faults(|f| f.stall_after_data = true);
     let csv = stack.write_csv("r.csv", N)?;
     stack.submit(&csv, "stall", &[])?;
-    wait_for("stalled sends", Duration::from_secs(30), || async { (stack.sink.total() >= 10).then_some(()) }).await?;
+    wait_for("stalled sends", Duration::from_secs(30), || async {
+        (stack.sink.total() >= 10).then_some(())
+    })
+    .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stack.sink.set_faults(|f| f.stall_after_data = false);
     let healed = Instant::now();
@@ -331,7 +488,12 @@ async fn a_relay_that_stalls_after_data_is_timed_out_and_retried() -> anyhow::Re
     let dead = dead_addresses(&stack).await?;
     let lost = lost(&stack, N, &dead);
     let dups = stack.sink.duplicates();
-    report("relay stalls after DATA", lost.len(), dups, Some(healed.elapsed()));
+    report(
+        "relay stalls after DATA",
+        lost.len(),
+        dups,
+        Some(healed.elapsed()),
+    );
     assert!(lost.is_empty());
     assert!(dead.is_empty());
     // The only duplicates are the stalled ones (outcome unknown), each at most once more.
@@ -344,14 +506,23 @@ async fn a_relay_that_stalls_after_data_is_timed_out_and_retried() -> anyhow::Re
 async fn sigterm_finishes_in_flight_within_the_drain_deadline() -> anyhow::Result<()> {
     const N: usize = 2_000;
     let mut stack = Stack::start(2, FAST).await?;
-    stack.sink.set_faults(|f| f.delay = Duration::from_millis(5));
+    stack
+        .sink
+        .set_faults(|f| f.delay = Duration::from_millis(5));
     let csv = stack.write_csv("r.csv", N)?;
     stack.submit(&csv, "drain", &[])?;
-    wait_for("sending to start", Duration::from_secs(60), || async { (stack.sink.total() > 200).then_some(()) }).await?;
+    wait_for("sending to start", Duration::from_secs(60), || async {
+        (stack.sink.total() > 200).then_some(())
+    })
+    .await?;
     let t = Instant::now();
     let status = stack.sender("s1").terminate(Duration::from_secs(15))?;
     assert!(status.success(), "{status}");
-    assert!(t.elapsed() < Duration::from_secs(10), "drain took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "drain took {:?}",
+        t.elapsed()
+    );
     let h = wait_for("s1 stopped or down", Duration::from_secs(5), || async {
         let h = stack.sender_health("s1").await?;
         matches!(h.state, SenderState::Stopped | SenderState::Down).then_some(h)
@@ -361,7 +532,12 @@ async fn sigterm_finishes_in_flight_within_the_drain_deadline() -> anyhow::Resul
     stack.sink.set_faults(|f| f.delay = Duration::ZERO);
     stack.wait_done("drain", Duration::from_secs(120)).await?;
     let lost = lost(&stack, N, &HashSet::new());
-    report("SIGTERM while sending", lost.len(), stack.sink.duplicates(), Some(t.elapsed()));
+    report(
+        "SIGTERM while sending",
+        lost.len(),
+        stack.sink.duplicates(),
+        Some(t.elapsed()),
+    );
     assert!(lost.is_empty());
     assert_eq!(stack.sink.duplicates(), 0);
     Ok(())
@@ -391,10 +567,14 @@ async fn pending_retries_never_stall_healthy_senders() -> anyhow::Result<()> {
     let csv = stack.write_csv("r.csv", N)?;
     stack.submit(&csv, "stall", &[])?;
     // A fails every send at once and parks each recipient for a 60 s retry.
-    let parked = wait_for("more than 1,000 recipients waiting for a retry", Duration::from_secs(60), || async {
-        let p = stack.progress("stall").await;
-        (p.deferred > 1_500).then_some(p.deferred)
-    })
+    let parked = wait_for(
+        "more than 1,000 recipients waiting for a retry",
+        Duration::from_secs(60),
+        || async {
+            let p = stack.progress("stall").await;
+            (p.deferred > 1_500).then_some(p.deferred)
+        },
+    )
     .await?;
     stack.sender("a").kill();
     stack.spawn_sender("b", &[])?;
@@ -403,9 +583,11 @@ async fn pending_retries_never_stall_healthy_senders() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let parked_now = stack.progress("stall").await.deferred;
     let fresh = N as u64 - parked_now;
-    wait_for("B delivers everything not parked", Duration::from_secs(30), || async {
-        (stack.sink.distinct() as u64 >= fresh).then_some(())
-    })
+    wait_for(
+        "B delivers everything not parked",
+        Duration::from_secs(30),
+        || async { (stack.sink.distinct() as u64 >= fresh).then_some(()) },
+    )
     .await?;
     println!("FAULT pending retries: {parked}+ parked, healthy sender still delivered {fresh}");
     Ok(())
@@ -416,8 +598,16 @@ fn ingest(stack: &Stack, args: &[&str]) -> anyhow::Result<String> {
         .args(["--nats-url", &stack.nats.url()])
         .args(args)
         .output()?;
-    anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
 }
 
 /// Dead letters keep their reason; a replay delivers them once the cause is gone, removes them
@@ -438,15 +628,38 @@ async fn dead_letters_are_listed_replayed_and_purged() -> anyhow::Result<()> {
     let p = stack.wait_done("dl", Duration::from_secs(60)).await?;
     assert_eq!((p.sent, p.failed), (15, 6));
     let letters = stack.dead_letters().await?;
-    let evil = letters.iter().find(|l| l.original.contains("evil@")).expect("injection refused");
+    let evil = letters
+        .iter()
+        .find(|l| l.original.contains("evil@"))
+        .expect("injection refused");
     assert!(evil.reason.contains("header injection"), "{}", evil.reason);
     assert!(!stack.sink.counts().contains_key("victim@example.com"));
 
-    let listed = ingest(&stack, &["dead", "list", "--campaign", "dl", "--reason", "user unknown"])?;
+    let listed = ingest(
+        &stack,
+        &[
+            "dead",
+            "list",
+            "--campaign",
+            "dl",
+            "--reason",
+            "user unknown",
+        ],
+    )?;
     assert!(listed.contains("5 dead letters match"), "{listed}");
     // The relay knows them now: replay those five.
     stack.sink.set_faults(|f| f.reject.clear());
-    let replayed = ingest(&stack, &["dead", "replay", "--campaign", "dl", "--reason", "user unknown"])?;
+    let replayed = ingest(
+        &stack,
+        &[
+            "dead",
+            "replay",
+            "--campaign",
+            "dl",
+            "--reason",
+            "user unknown",
+        ],
+    )?;
     assert!(replayed.contains("replayed 5"), "{replayed}");
     let p = stack.wait_done("dl", Duration::from_secs(60)).await?;
     assert_eq!((p.sent, p.failed), (20, 1), "{p:?}");

@@ -10,8 +10,18 @@ fn assert_exactly_once(counts: &HashMap<String, u64>, n: usize) {
         .filter(|i| !counts.contains_key(&format!("user{i}@example.com")))
         .collect();
     let twice: Vec<(&String, &u64)> = counts.iter().filter(|(_, c)| **c > 1).collect();
-    assert!(missing.is_empty(), "{} recipients never received, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
-    assert!(twice.is_empty(), "{} recipients received more than once, e.g. {:?}", twice.len(), &twice[..twice.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} recipients never received, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(
+        twice.is_empty(),
+        "{} recipients received more than once, e.g. {:?}",
+        twice.len(),
+        &twice[..twice.len().min(5)]
+    );
     assert_eq!(counts.len(), n, "unexpected recipients at the SMTP server");
 }
 
@@ -32,27 +42,56 @@ async fn ten_thousand_recipients_three_senders_each_exactly_once() -> anyhow::Re
     let messages = stack.sink.messages();
     for m in messages.iter().step_by(97) {
         let rcpt = &m.rcpts[0];
-        let i: usize = rcpt.trim_start_matches("user").trim_end_matches("@example.com").parse()?;
-        assert!(m.data.contains(&format!("Subject: Hi Name {i}\r\n")), "subject of {rcpt}: {}", m.data);
-        assert!(m.data.contains(&format!("Hello Name {i}, this mail is for {rcpt}.")), "body of {rcpt}: {}", m.data);
-        assert!(m.data.contains(&format!("Message-ID: <big.{}.r0@example.com>", 0).replace(".0.", ".")) || m.data.contains("Message-ID: <big."));
+        let i: usize = rcpt
+            .trim_start_matches("user")
+            .trim_end_matches("@example.com")
+            .parse()?;
+        assert!(
+            m.data.contains(&format!("Subject: Hi Name {i}\r\n")),
+            "subject of {rcpt}: {}",
+            m.data
+        );
+        assert!(
+            m.data
+                .contains(&format!("Hello Name {i}, this mail is for {rcpt}.")),
+            "body of {rcpt}: {}",
+            m.data
+        );
+        assert!(
+            m.data
+                .contains(&format!("Message-ID: <big.{}.r0@example.com>", 0).replace(".0.", "."))
+                || m.data.contains("Message-ID: <big.")
+        );
     }
 
     // The broker balanced the load: every sender delivered at least 20%.
-    let per_sender = wait_for("heartbeats to report every send", Duration::from_secs(10), || async {
-        let hs = stack.all_sender_health().await;
-        (hs.iter().map(|h| h.sent).sum::<u64>() == N as u64).then_some(hs)
-    })
+    let per_sender = wait_for(
+        "heartbeats to report every send",
+        Duration::from_secs(10),
+        || async {
+            let hs = stack.all_sender_health().await;
+            (hs.iter().map(|h| h.sent).sum::<u64>() == N as u64).then_some(hs)
+        },
+    )
     .await?;
     for h in &per_sender {
-        assert!(h.sent * 5 >= N as u64, "sender {} delivered only {} of {N}", h.id, h.sent);
+        assert!(
+            h.sent * 5 >= N as u64,
+            "sender {} delivered only {} of {N}",
+            h.id,
+            h.sent
+        );
     }
 
     // The same file with the same campaign id: nothing new is published or sent.
     let again = stack.submit(&csv, "big", &[])?;
     assert!(again.contains("already published"), "{again}");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(stack.sink.total(), N as u64, "a resubmit must not mail anyone again");
+    assert_eq!(
+        stack.sink.total(),
+        N as u64,
+        "a resubmit must not mail anyone again"
+    );
     assert_eq!(stack.outbox_len().await, 0);
     Ok(())
 }
@@ -61,13 +100,19 @@ async fn ten_thousand_recipients_three_senders_each_exactly_once() -> anyhow::Re
 async fn sigterm_drains_without_loss_and_the_sender_turns_down() -> anyhow::Result<()> {
     const N: usize = 6_000;
     let mut stack = Stack::start(3, &[]).await?;
-    wait_for("3 senders up in mail_senders", Duration::from_secs(20), || async {
-        let hs = stack.all_sender_health().await;
-        (hs.len() == 3 && hs.iter().all(|h| h.state == SenderState::Up)).then_some(())
-    })
+    wait_for(
+        "3 senders up in mail_senders",
+        Duration::from_secs(20),
+        || async {
+            let hs = stack.all_sender_health().await;
+            (hs.len() == 3 && hs.iter().all(|h| h.state == SenderState::Up)).then_some(())
+        },
+    )
     .await?;
     // Slow the relay a little so the campaign is still running when the signal comes.
-    stack.sink.set_faults(|f| f.delay = Duration::from_millis(2));
+    stack
+        .sink
+        .set_faults(|f| f.delay = Duration::from_millis(2));
     let csv = stack.write_csv("r.csv", N)?;
     stack.submit(&csv, "term", &[])?;
     wait_for("sending to start", Duration::from_secs(60), || async {
@@ -75,7 +120,10 @@ async fn sigterm_drains_without_loss_and_the_sender_turns_down() -> anyhow::Resu
     })
     .await?;
     let status = stack.sender("s1").terminate(Duration::from_secs(40))?;
-    assert!(status.success(), "SIGTERM must end the sender with exit 0, got {status}");
+    assert!(
+        status.success(),
+        "SIGTERM must end the sender with exit 0, got {status}"
+    );
     let killed_at = std::time::Instant::now();
     wait_for("s1 marked down", Duration::from_secs(10), || async {
         let h = stack.sender_health("s1").await?;
@@ -83,7 +131,11 @@ async fn sigterm_drains_without_loss_and_the_sender_turns_down() -> anyhow::Resu
     })
     .await?;
     // Three 500 ms intervals, plus the monitor's sweep and a KV round trip.
-    assert!(killed_at.elapsed() < Duration::from_millis(2500), "marked down after {:?}", killed_at.elapsed());
+    assert!(
+        killed_at.elapsed() < Duration::from_millis(2500),
+        "marked down after {:?}",
+        killed_at.elapsed()
+    );
 
     stack.sink.set_faults(|f| f.delay = Duration::ZERO);
     stack.wait_done("term", Duration::from_secs(120)).await?;

@@ -44,19 +44,34 @@ fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|kb| kb.parse::<f64>().unwrap_or(0.0)))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .map(|kb| kb.parse::<f64>().unwrap_or(0.0))
+            })
         })
         .unwrap_or(0.0)
         / 1024.0
 }
 
 /// Runs `jetmail-ingest submit` and returns (seconds, peak RSS MiB, stdout).
-fn submit(nats: &str, csv: &Path, body: &Path, campaign: &str) -> anyhow::Result<(f64, f64, String)> {
+fn submit(
+    nats: &str,
+    csv: &Path,
+    body: &Path,
+    campaign: &str,
+) -> anyhow::Result<(f64, f64, String)> {
     let started = Instant::now();
     let child = Command::new(bin_path("jetmail-ingest")?)
-        .args(["--nats-url", nats, "submit", "--from", "bench@example.com", "--subject", "Hi {{ name }}"])
+        .args([
+            "--nats-url",
+            nats,
+            "submit",
+            "--from",
+            "bench@example.com",
+            "--subject",
+            "Hi {{ name }}",
+        ])
         .arg("--text")
         .arg(body)
         .arg("--recipients")
@@ -90,7 +105,9 @@ impl Sink {
         let port = free_port();
         let out = dir.join("sink.out");
         let log = std::fs::File::create(&out)?;
-        let smtp_sink = ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"].into_iter().find(|p| Path::new(p).exists());
+        let smtp_sink = ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
+            .into_iter()
+            .find(|p| Path::new(p).exists());
         let child = match smtp_sink {
             // Each run on its own port: a leftover sink with SO_REUSEPORT would take half the load.
             Some(p) => Command::new(p)
@@ -113,7 +130,15 @@ impl Sink {
     /// Messages accepted, from smtp-sink's running counter (`mesg=N`).
     fn messages(&self) -> u64 {
         let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-        text.rsplit("mesg=").next().and_then(|t| t.trim().split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok())).unwrap_or(0)
+        text.rsplit("mesg=")
+            .next()
+            .and_then(|t| {
+                t.trim()
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .and_then(|n| n.parse().ok())
+            })
+            .unwrap_or(0)
     }
 }
 
@@ -141,7 +166,12 @@ async fn end_to_end(args: &Args, senders: usize) -> anyhow::Result<()> {
     let monitor = Service::spawn(
         "monitor",
         "jetmail-monitor",
-        &["--nats-url".into(), nats.url(), "--listen".into(), format!("127.0.0.1:{}", free_port())],
+        &[
+            "--nats-url".into(),
+            nats.url(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ],
         &[],
         dir.path(),
     )?;
@@ -168,21 +198,31 @@ async fn end_to_end(args: &Args, senders: usize) -> anyhow::Result<()> {
     let csv = dir.path().join("r.csv");
     write_csv(&csv, args.recipients)?;
     let body = dir.path().join("body.txt");
-    std::fs::write(&body, "Hello {{ name }},\nthis is a benchmark mail for {{ email }}.\n")?;
+    std::fs::write(
+        &body,
+        "Hello {{ name }},\nthis is a benchmark mail for {{ email }}.\n",
+    )?;
 
     let started = Instant::now();
     let started_ms = jetmail_common::now_ms();
     let (ingest_secs, ingest_rss, _) = submit(&nats.url(), &csv, &body, "bench")?;
     let n = args.recipients as u64;
     loop {
-        let p = jetmail_common::records::load_progress(&topo, "bench").await.unwrap_or_default();
+        let p = jetmail_common::records::load_progress(&topo, "bench")
+            .await
+            .unwrap_or_default();
         if p.sent + p.failed + p.dead >= n {
             break;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "campaign did not finish: {p:?}");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "campaign did not finish: {p:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let p = jetmail_common::records::load_progress(&topo, "bench").await.unwrap_or_default();
+    let p = jetmail_common::records::load_progress(&topo, "bench")
+        .await
+        .unwrap_or_default();
     let elapsed = (p.last_sent_ms.saturating_sub(started_ms) as f64 / 1000.0).max(0.001);
     let first_to_last = (p.last_sent_ms - p.first_sent_ms) as f64 / 1000.0;
 
@@ -197,18 +237,33 @@ async fn end_to_end(args: &Args, senders: usize) -> anyhow::Result<()> {
     let mut msgs = consumer.messages().await?;
     let mut lat = Vec::with_capacity(args.recipients);
     while lat.len() < args.recipients {
-        let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), msgs.next()).await else { break };
+        let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), msgs.next()).await
+        else {
+            break;
+        };
         if let Ok(ev) = serde_json::from_slice::<DeliveryEvent>(&m.payload) {
             lat.push(ev.at_ms.saturating_sub(ev.published_ms));
         }
     }
     lat.sort_unstable();
 
-    println!("== {senders} sender(s), {} recipients, concurrency {} ==", args.recipients, args.concurrency);
+    println!(
+        "== {senders} sender(s), {} recipients, concurrency {} ==",
+        args.recipients, args.concurrency
+    );
     println!("  delivered at the sink     {}", sink.messages());
-    println!("  end to end                {:.0} msg/s ({elapsed:.2}s from submit to the last accept)", n as f64 / elapsed);
-    println!("  sending (first→last)      {:.0} msg/s", n as f64 / first_to_last.max(0.001));
-    println!("  ingest (during the run)   {:.0} recipients/s ({ingest_secs:.2}s)", n as f64 / ingest_secs);
+    println!(
+        "  end to end                {:.0} msg/s ({elapsed:.2}s from submit to the last accept)",
+        n as f64 / elapsed
+    );
+    println!(
+        "  sending (first→last)      {:.0} msg/s",
+        n as f64 / first_to_last.max(0.001)
+    );
+    println!(
+        "  ingest (during the run)   {:.0} recipients/s ({ingest_secs:.2}s)",
+        n as f64 / ingest_secs
+    );
     println!(
         "  publish → SMTP accept     p50 {} ms, p99 {} ms, max {} ms",
         percentile(&lat, 0.5),
@@ -216,11 +271,23 @@ async fn end_to_end(args: &Args, senders: usize) -> anyhow::Result<()> {
         lat.last().copied().unwrap_or(0)
     );
     for s in &procs {
-        println!("  peak RSS {:<16} {:.1} MiB", s.name, peak_rss_mib(s.pid().unwrap_or(0)));
+        println!(
+            "  peak RSS {:<16} {:.1} MiB",
+            s.name,
+            peak_rss_mib(s.pid().unwrap_or(0))
+        );
     }
-    println!("  peak RSS {:<16} {:.1} MiB", "monitor", peak_rss_mib(monitor.pid().unwrap_or(0)));
+    println!(
+        "  peak RSS {:<16} {:.1} MiB",
+        "monitor",
+        peak_rss_mib(monitor.pid().unwrap_or(0))
+    );
     println!("  peak RSS {:<16} {:.1} MiB", "ingest", ingest_rss);
-    println!("  peak RSS {:<16} {:.1} MiB", "nats-server", peak_rss_mib(nats.pid().unwrap_or(0)));
+    println!(
+        "  peak RSS {:<16} {:.1} MiB",
+        "nats-server",
+        peak_rss_mib(nats.pid().unwrap_or(0))
+    );
     Ok(())
 }
 
@@ -235,7 +302,10 @@ async fn ingest_only(sizes: &[usize]) -> anyhow::Result<()> {
         std::fs::write(&body, "Hello {{ name }}")?;
         let size = std::fs::metadata(&csv)?.len() as f64 / 1024.0 / 1024.0;
         let (secs, rss, _) = submit(&nats.url(), &csv, &body, "ingest")?;
-        println!("  {n:>9} recipients ({size:.0} MiB CSV): {:.0} recipients/s, peak RSS {rss:.1} MiB", n as f64 / secs);
+        println!(
+            "  {n:>9} recipients ({size:.0} MiB CSV): {:.0} recipients/s, peak RSS {rss:.1} MiB",
+            n as f64 / secs
+        );
     }
     Ok(())
 }

@@ -29,9 +29,15 @@ fn every_compose_service_runs_a_real_binary_with_flags_it_accepts() {
         let Some(command) = svc.get("command").and_then(|c| c.as_sequence()) else {
             continue;
         };
-        let argv: Vec<String> = command.iter().map(|a| a.as_str().unwrap().to_string()).collect();
+        let argv: Vec<String> = command
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
         if !argv[0].starts_with("jetmail-") {
-            assert!(svc.get("image").is_some(), "{name}: not our binary and no image");
+            assert!(
+                svc.get("image").is_some(),
+                "{name}: not our binary and no image"
+            );
             continue;
         }
         // Subcommands are the leading words before the first flag.
@@ -43,26 +49,38 @@ fn every_compose_service_runs_a_real_binary_with_flags_it_accepts() {
         let help = help(&argv[0], &subcommand);
         for flag in argv.iter().filter(|a| a.starts_with("--")) {
             let flag = flag.split('=').next().unwrap();
-            assert!(help.contains(flag), "{name}: {} does not accept {flag}", argv[0]);
+            assert!(
+                help.contains(flag),
+                "{name}: {} does not accept {flag}",
+                argv[0]
+            );
         }
         if let Some(env) = svc.get("environment").and_then(|e| e.as_mapping()) {
             for key in env.keys() {
                 let key = key.as_str().unwrap();
                 if key.starts_with("JETMAIL_") && key != "JETMAIL_LOG" {
-                    assert!(help.contains(key), "{name}: {} does not read {key}", argv[0]);
+                    assert!(
+                        help.contains(key),
+                        "{name}: {} does not read {key}",
+                        argv[0]
+                    );
                 }
             }
         }
         checked.push(name.to_string());
     }
     for expected in ["smtp-sink", "ingest", "sender", "monitor", "webui"] {
-        assert!(checked.iter().any(|c| c == expected), "compose.yaml has no {expected} service");
+        assert!(
+            checked.iter().any(|c| c == expected),
+            "compose.yaml has no {expected} service"
+        );
     }
 }
 
 #[test]
 fn nats_conf_enables_jetstream_with_a_store_and_monitoring() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../nats.conf")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../nats.conf")).unwrap();
     assert!(text.contains("jetstream {"));
     assert!(text.contains("store_dir:"));
     assert!(text.contains("http: 0.0.0.0:8222"));
