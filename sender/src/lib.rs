@@ -208,10 +208,20 @@ pub async fn run(
     tracker.close();
     let in_flight = ctx.stats.in_flight.load(Ordering::Relaxed);
     tracing::info!(in_flight, "draining: finishing sends in flight");
-    if tokio::time::timeout(ctx.cfg.drain_timeout, tracker.wait())
-        .await
-        .is_err()
-    {
+    let deadline = tokio::time::Instant::now() + ctx.cfg.drain_timeout;
+    let mut drained = false;
+    while tokio::time::Instant::now() < deadline {
+        let step = deadline.min(tokio::time::Instant::now() + Duration::from_secs(2));
+        if tokio::time::timeout_at(step, tracker.wait()).await.is_ok() {
+            drained = true;
+            break;
+        }
+        tracing::info!(
+            in_flight = ctx.stats.in_flight.load(Ordering::Relaxed),
+            "still waiting for sends in flight"
+        );
+    }
+    if !drained {
         tracing::error!(
             unfinished = ctx.stats.in_flight.load(Ordering::Relaxed),
             "drain deadline passed; exiting with sends unfinished (they will be redelivered)"

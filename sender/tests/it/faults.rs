@@ -286,6 +286,10 @@ async fn poison_and_crashing_messages_end_in_mail_dead() -> anyhow::Result<()> {
             "2s",
             "--send-timeout",
             "1s",
+            // One message at a time: with more, a bystander pulled in the same batch would die
+            // with the sender each time and (rightly) end in MAIL_DEAD too.
+            "--concurrency",
+            "1",
         ],
     )
     .await?;
@@ -669,5 +673,34 @@ async fn dead_letters_are_listed_replayed_and_purged() -> anyhow::Result<()> {
     let purged = ingest(&stack, &["dead", "purge", "--campaign", "dl"])?;
     assert!(purged.contains("purged 1"), "{purged}");
     assert!(stack.dead_letters().await?.is_empty());
+    Ok(())
+}
+
+/// A sender with two relays routes around the one whose circuit is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_routes_around_its_dead_relay() -> anyhow::Result<()> {
+    const N: usize = 600;
+    let mut stack = Stack::start(0, FAST).await?;
+    let dead_relay = format!("smtp://127.0.0.1:{}", jetmail_testkit::free_port());
+    let both = format!("{dead_relay},{}", stack.sink.url());
+    stack.spawn_sender_with("s1", &both, &[], &[])?;
+    let csv = stack.write_csv("r.csv", N)?;
+    stack.submit(&csv, "tworelays", &[])?;
+    stack
+        .wait_done("tworelays", Duration::from_secs(60))
+        .await?;
+    assert!(stack.dead_letters().await?.is_empty());
+    assert_eq!(stack.sink.distinct(), N);
+    let h = wait_for(
+        "the dead relay's circuit in mail_senders",
+        Duration::from_secs(5),
+        || async {
+            let h = stack.sender_health("s1").await?;
+            (h.relays.len() == 2 && h.relays[0].circuit != CircuitState::Closed).then_some(h)
+        },
+    )
+    .await?;
+    assert_eq!(h.relays[1].circuit, CircuitState::Closed);
+    println!("FAULT one of two relays dead: all {N} delivered through the other");
     Ok(())
 }
