@@ -15,7 +15,13 @@ NATS_PORT=${NATS_PORT:-4222}
 export JETMAIL_NATS_URL="nats://127.0.0.1:$NATS_PORT"
 export JETMAIL_WEBUI_PASSWORD=${JETMAIL_WEBUI_PASSWORD:-demo}
 pids=()
-cleanup() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+cleanup() {
+  # Services first, the broker last, so they can say goodbye.
+  kill -TERM "${pids[@]:1}" 2>/dev/null || true
+  for p in "${pids[@]:1}"; do wait "$p" 2>/dev/null || true; done
+  kill -TERM "${pids[0]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
 trap cleanup EXIT INT TERM
 start() { local name=$1; shift; "$@" >"$DIR/$name.log" 2>&1 & pids+=($!); }
 

@@ -62,6 +62,16 @@ pub fn jetstream_context(client: Client, max_ack_inflight: usize) -> jetstream::
         .build(client)
 }
 
+/// Flushes what the client still buffers (acks are queued, not sent, until flushed), but never
+/// waits longer than `limit`: with the broker gone a flush would wait for a reconnect forever.
+pub async fn flush_before_exit(client: &Client, limit: Duration) {
+    match tokio::time::timeout(limit, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "final flush failed"),
+        Err(_) => tracing::warn!("broker unreachable: exiting without the final flush"),
+    }
+}
+
 /// Parses `30s`, `5m`, `1h30m`, `250ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e}"))

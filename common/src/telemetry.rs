@@ -5,10 +5,16 @@ use tracing_subscriber::EnvFilter;
 /// Logs to stderr; the level comes from `JETMAIL_LOG` (then `RUST_LOG`), `info` by default.
 /// `JETMAIL_LOG_FORMAT=json` switches to one JSON object per line.
 pub fn init_tracing() {
+    init_tracing_with_default("info")
+}
+
+/// As [`init_tracing`], with another default level (a CLI command prints its own summary and
+/// logs only warnings unless asked).
+pub fn init_tracing_with_default(default_level: &str) {
     let filter = std::env::var("JETMAIL_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info".into());
+        .unwrap_or_else(|| default_level.into());
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -60,8 +60,11 @@ enum DeadAction {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    jetmail_common::telemetry::init_tracing();
     let args = Args::parse();
+    match args.command {
+        Command::Serve { .. } => jetmail_common::telemetry::init_tracing(),
+        _ => jetmail_common::telemetry::init_tracing_with_default("warn"),
+    }
     let client = args.nats.connect("jetmail-ingest").await?;
     let js = jetstream_context(client.clone(), PUBLISH_MAX_ACK_INFLIGHT);
     let topo = jetmail_common::topology::ensure(&js)
@@ -145,7 +148,6 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     };
-    // Acks are queued in the client: flush them before the process ends.
-    let _ = client.flush().await;
+    jetmail_common::config::flush_before_exit(&client, std::time::Duration::from_secs(5)).await;
     result
 }

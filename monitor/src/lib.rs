@@ -72,6 +72,6 @@ pub async fn run(
     if let Ok(Err(e)) = a {
         return Err(e.into());
     }
-    let _ = client.flush().await;
+    jetmail_common::config::flush_before_exit(&client, std::time::Duration::from_secs(5)).await;
     Ok(())
 }

@@ -70,6 +70,11 @@ pub async fn run(ctx: Arc<Ctx>, client: async_nats::Client, stop: CancellationTo
     if last.state != SenderState::Stopped {
         last.state = SenderState::Stopped;
     }
-    publish(&ctx, &client, &last).await;
-    let _ = client.flush().await;
+    // Best effort: the broker may be gone too.
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        publish(&ctx, &client, &last),
+    )
+    .await;
+    jetmail_common::config::flush_before_exit(&client, std::time::Duration::from_secs(2)).await;
 }

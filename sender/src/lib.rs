@@ -228,14 +228,13 @@ pub async fn run(
         );
     }
     for r in &ctx.relays {
-        r.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), r.close()).await;
     }
     ctx.set_state(SenderState::Stopped);
     background.cancel();
     let _ = watch.await;
     let _ = beats.await; // publishes the final `stopped` heartbeat
-                         // Acks are queued in the client: flush them before the process ends.
-    let _ = client.flush().await;
+    jetmail_common::config::flush_before_exit(&client, Duration::from_secs(5)).await;
     tracing::info!("sender stopped");
     Ok(())
 }
