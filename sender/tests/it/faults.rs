@@ -704,3 +704,20 @@ async fn a_sender_routes_around_its_dead_relay() -> anyhow::Result<()> {
     println!("FAULT one of two relays dead: all {N} delivered through the other");
     Ok(())
 }
+
+/// Stopping a sender after the broker went away must not wait for the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_after_the_broker_is_gone_still_exits_cleanly() -> anyhow::Result<()> {
+    let mut stack = Stack::start(1, FAST).await?;
+    wait_for("s1 up", Duration::from_secs(20), || async {
+        stack.sender_health("s1").await.filter(|h| h.state == SenderState::Up)
+    })
+    .await?;
+    stack.nats.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = Instant::now();
+    let status = stack.sender("s1").terminate(Duration::from_secs(20))?;
+    assert!(status.success(), "{status}");
+    assert!(t.elapsed() < Duration::from_secs(12), "took {:?}", t.elapsed());
+    Ok(())
+}
