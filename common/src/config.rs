@@ -52,6 +52,30 @@ impl NatsArgs {
     }
 }
 
+/// Why a service could not start talking to the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("setting up JetStream: {0}")]
+    Topology(#[from] crate::topology::TopologyError),
+}
+
+impl NatsArgs {
+    /// Connects, then makes sure every stream, consumer and bucket exists: what every service
+    /// does first. `max_ack_inflight` bounds un-acked publishes (see [`jetstream_context`]).
+    pub async fn connect_topology(
+        &self,
+        name: &str,
+        max_ack_inflight: usize,
+    ) -> Result<(Client, crate::topology::Topology), StartupError> {
+        let client = self.connect(name).await?;
+        let js = jetstream_context(client.clone(), max_ack_inflight);
+        let topo = crate::topology::ensure(&js).await?;
+        Ok((client, topo))
+    }
+}
+
 /// A JetStream context whose un-acked publish window is explicit: async-nats refuses (or, with
 /// back-pressure on, waits) past `max_ack_inflight`, so callers keep their own window below it.
 pub fn jetstream_context(client: Client, max_ack_inflight: usize) -> jetstream::Context {

@@ -131,39 +131,7 @@ async fn create_campaign(
                 "Idempotency-Key is not text",
             )
         })?;
-    let is_multipart = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let (spec, campaign_id, rows, fingerprint) = if is_multipart {
-        let mp = Multipart::from_request(req, &state)
-            .await
-            .map_err(|e| body_error(e.status(), e.body_text()))?;
-        read_multipart(mp).await?
-    } else {
-        let body = Bytes::from_request(req, &state)
-            .await
-            .map_err(|e| body_error(e.status(), e.body_text()))?;
-        let value: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))?;
-        let r: CampaignRequest = serde_json::from_value(value).map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_campaign",
-                e.to_string(),
-            )
-        })?;
-        let spec = CampaignSpec {
-            from: r.from,
-            subject: r.subject,
-            text: r.text,
-            html: r.html.filter(|h| !h.trim().is_empty()),
-        };
-        // Refuse a broken campaign before a single row is classified.
-        publish::validate_spec(&spec)?;
-        let fp = publish::fingerprint(&[&body]);
-        (spec, r.campaign_id, rows_from_json(r.recipients), fp)
-    };
+    let (spec, campaign_id, rows, fingerprint) = read_campaign(&state, &headers, req).await?;
     let report = publish::submit(
         &state.topo,
         Submission {
@@ -195,14 +163,60 @@ async fn create_campaign(
     Ok(resp)
 }
 
-type MultipartCampaign = (
+/// Reads a campaign from a JSON or multipart request and checks its spec; the recipients come
+/// as a channel of classified rows, with a fingerprint of the whole request.
+async fn read_campaign(
+    state: &Arc<ApiState>,
+    headers: &HeaderMap,
+    req: Request,
+) -> Result<CampaignParts, ApiError> {
+    let is_multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if is_multipart {
+        let mp = Multipart::from_request(req, state)
+            .await
+            .map_err(|e| body_error(e.status(), e.body_text()))?;
+        return read_multipart(mp).await;
+    }
+    let body = Bytes::from_request(req, state)
+        .await
+        .map_err(|e| body_error(e.status(), e.body_text()))?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))?;
+    let r: CampaignRequest = serde_json::from_value(value).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_campaign",
+            e.to_string(),
+        )
+    })?;
+    let spec = CampaignSpec {
+        from: r.from,
+        subject: r.subject,
+        text: r.text,
+        html: r.html.filter(|h| !h.trim().is_empty()),
+    };
+    // Refuse a broken campaign before a single row is classified.
+    publish::validate_spec(&spec)?;
+    let fingerprint = publish::fingerprint(&[&body]);
+    Ok((
+        spec,
+        r.campaign_id,
+        rows_from_json(r.recipients),
+        fingerprint,
+    ))
+}
+
+type CampaignParts = (
     CampaignSpec,
     Option<String>,
     tokio::sync::mpsc::Receiver<crate::recipients::Row>,
     String,
 );
 
-async fn read_multipart(mut mp: Multipart) -> Result<MultipartCampaign, ApiError> {
+async fn read_multipart(mut mp: Multipart) -> Result<CampaignParts, ApiError> {
     let mut parts: Vec<Bytes> = Vec::new();
     let mut from = None;
     let mut subject = None;
@@ -414,39 +428,11 @@ async fn dead_purge(
 
 /// Renders a campaign for its first valid recipient without publishing anything.
 async fn preview(
-    State(_state): State<Arc<ApiState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     req: Request,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let is_multipart = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let (spec, _, mut rows, _) = if is_multipart {
-        let mp = Multipart::from_request(req, &())
-            .await
-            .map_err(|e| body_error(e.status(), e.body_text()))?;
-        read_multipart(mp).await?
-    } else {
-        let body = Bytes::from_request(req, &())
-            .await
-            .map_err(|e| body_error(e.status(), e.body_text()))?;
-        let r: CampaignRequest = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_campaign",
-                e.to_string(),
-            )
-        })?;
-        let spec = CampaignSpec {
-            from: r.from,
-            subject: r.subject,
-            text: r.text,
-            html: r.html.filter(|h| !h.trim().is_empty()),
-        };
-        publish::validate_spec(&spec)?;
-        (spec, None, rows_from_json(r.recipients), String::new())
-    };
+    let (spec, _, mut rows, _) = read_campaign(&state, &headers, req).await?;
     let mut rejected = Vec::new();
     let mut first = None;
     while let Some(row) = rows.recv().await {

@@ -1,6 +1,6 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use jetmail_common::config::{jetstream_context, NatsArgs};
+use jetmail_common::config::NatsArgs;
 use jetmail_ingest::control::Action;
 use jetmail_ingest::publish::PUBLISH_MAX_ACK_INFLIGHT;
 
@@ -65,11 +65,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { .. } => jetmail_common::telemetry::init_tracing(),
         _ => jetmail_common::telemetry::init_tracing_with_default("warn"),
     }
-    let client = args.nats.connect("jetmail-ingest").await?;
-    let js = jetstream_context(client.clone(), PUBLISH_MAX_ACK_INFLIGHT);
-    let topo = jetmail_common::topology::ensure(&js)
-        .await
-        .context("setting up JetStream")?;
+    let (client, topo) = args
+        .nats
+        .connect_topology("jetmail-ingest", PUBLISH_MAX_ACK_INFLIGHT)
+        .await?;
     let result = match args.command {
         Command::Submit(a) => jetmail_ingest::submit_cli::run(&topo, a).await.map(|_| ()),
         Command::Serve { listen, max_body } => {

@@ -1,6 +1,6 @@
 use anyhow::Context;
 use clap::Parser;
-use jetmail_common::config::{jetstream_context, NatsArgs};
+use jetmail_common::config::NatsArgs;
 
 #[derive(Parser)]
 #[command(
@@ -21,11 +21,7 @@ async fn main() -> anyhow::Result<()> {
     jetmail_common::telemetry::init_tracing();
     let args = Args::parse();
     let shutdown = jetmail_common::shutdown::shutdown_token();
-    let client = args.nats.connect("jetmail-monitor").await?;
-    let js = jetstream_context(client.clone(), 4096);
-    let topo = jetmail_common::topology::ensure(&js)
-        .await
-        .context("setting up JetStream")?;
+    let (client, topo) = args.nats.connect_topology("jetmail-monitor", 4096).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -1,8 +1,7 @@
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
-use jetmail_common::config::{jetstream_context, parse_duration, NatsArgs};
+use jetmail_common::config::{parse_duration, NatsArgs};
 use jetmail_sender::smtp::RelayUrl;
 use jetmail_sender::SenderConfig;
 
@@ -94,11 +93,10 @@ async fn main() -> anyhow::Result<()> {
             .filter(|s| !s.is_empty()),
     };
     cfg.validate()?;
-    let client = args.nats.connect(&format!("jetmail-sender {id}")).await?;
-    let js = jetstream_context(client.clone(), 4096);
-    let topo = jetmail_common::topology::ensure(&js)
-        .await
-        .context("setting up JetStream")?;
+    let (client, topo) = args
+        .nats
+        .connect_topology(&format!("jetmail-sender {id}"), 4096)
+        .await?;
     jetmail_sender::run(cfg, client, topo, shutdown).await?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use jetmail_common::config::{jetstream_context, NatsArgs};
+use jetmail_common::config::NatsArgs;
 use jetmail_webui::{Access, Config};
 
 /// Environment variable holding the login password. It is read from the environment only,
@@ -74,11 +74,7 @@ async fn main() -> anyhow::Result<()> {
         secure_cookie: args.secure_cookie,
     };
     let shutdown = jetmail_common::shutdown::shutdown_token();
-    let client = args.nats.connect("jetmail-webui").await?;
-    let js = jetstream_context(client, 4096);
-    let topo = jetmail_common::topology::ensure(&js)
-        .await
-        .context("setting up JetStream")?;
+    let (_client, topo) = args.nats.connect_topology("jetmail-webui", 4096).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

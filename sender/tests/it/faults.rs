@@ -710,7 +710,10 @@ async fn a_sender_routes_around_its_dead_relay() -> anyhow::Result<()> {
 async fn sigterm_after_the_broker_is_gone_still_exits_cleanly() -> anyhow::Result<()> {
     let mut stack = Stack::start(1, FAST).await?;
     wait_for("s1 up", Duration::from_secs(20), || async {
-        stack.sender_health("s1").await.filter(|h| h.state == SenderState::Up)
+        stack
+            .sender_health("s1")
+            .await
+            .filter(|h| h.state == SenderState::Up)
     })
     .await?;
     stack.nats.kill();
@@ -718,6 +721,10 @@ async fn sigterm_after_the_broker_is_gone_still_exits_cleanly() -> anyhow::Resul
     let t = Instant::now();
     let status = stack.sender("s1").terminate(Duration::from_secs(20))?;
     assert!(status.success(), "{status}");
-    assert!(t.elapsed() < Duration::from_secs(12), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(12),
+        "took {:?}",
+        t.elapsed()
+    );
     Ok(())
 }
