@@ -12,11 +12,20 @@ use crate::recipients::{FormatError, RecipientReader, Row, RowClassifier};
 
 const CHANNEL: usize = 8192;
 
-/// Reads `input` on a blocking thread. `bytes_read` follows the reader for a progress bar.
+/// Reads `input` on a blocking thread, finding duplicates in memory. `bytes_read` follows the
+/// reader for a progress bar.
 pub fn rows_from_reader<R: Read + Send + 'static>(
     input: R,
 ) -> Result<(mpsc::Receiver<Row>, Arc<AtomicU64>), FormatError> {
-    let mut reader = RecipientReader::new(input)?;
+    rows_from_reader_with(input, RowClassifier::default())
+}
+
+/// As [`rows_from_reader`], with the given classifier (e.g. duplicates found beforehand).
+pub fn rows_from_reader_with<R: Read + Send + 'static>(
+    input: R,
+    classifier: RowClassifier,
+) -> Result<(mpsc::Receiver<Row>, Arc<AtomicU64>), FormatError> {
+    let mut reader = RecipientReader::with_classifier(input, classifier)?;
     let (tx, rx) = mpsc::channel(CHANNEL);
     let bytes = Arc::new(AtomicU64::new(0));
     let b = bytes.clone();

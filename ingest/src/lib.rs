@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod dead;
+pub mod dedup;
 pub mod feed;
 pub mod http;
 pub mod publish;

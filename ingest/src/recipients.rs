@@ -19,6 +19,14 @@ pub struct Accepted {
     pub vars: Vars,
 }
 
+impl Accepted {
+    /// The key duplicates are found by: local part as given, domain in ASCII.
+    pub fn dedup_key(&self) -> String {
+        let local = self.email.rsplit_once('@').map(|(l, _)| l).unwrap_or("");
+        format!("{local}@{}", self.domain)
+    }
+}
+
 /// One input row's fate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Row {
@@ -50,48 +58,67 @@ enum Mode {
     Bare,
 }
 
-/// Duplicate detection keeps a 128-bit hash per address, not the address: 16 bytes per
-/// recipient whatever the address length. Two keyed hashes make a false "duplicate" (which
-/// would skip a real recipient) vanishingly unlikely (~1e-26 for a million addresses).
-struct SeenSet {
-    seen: HashSet<u128>,
+/// A 128-bit hash of an address's duplicate key. Two keyed hashes make a false "duplicate"
+/// (which would skip a real recipient) vanishingly unlikely (~1e-26 for a million addresses).
+pub(crate) struct KeyHasher {
     k1: std::hash::RandomState,
     k2: std::hash::RandomState,
 }
 
-impl SeenSet {
-    fn new() -> Self {
+impl KeyHasher {
+    pub(crate) fn new() -> Self {
         Self {
-            seen: HashSet::new(),
             k1: std::hash::RandomState::new(),
             k2: std::hash::RandomState::new(),
         }
     }
-    /// Returns true the first time a key is seen.
-    fn insert(&mut self, key: &str) -> bool {
+
+    pub(crate) fn hash(&self, key: &str) -> u128 {
         let mut a = self.k1.build_hasher();
         a.write(key.as_bytes());
         let mut b = self.k2.build_hasher();
         b.write(key.as_bytes());
-        self.seen
-            .insert(((a.finish() as u128) << 64) | b.finish() as u128)
+        ((a.finish() as u128) << 64) | b.finish() as u128
     }
+}
+
+/// How a classifier finds duplicates.
+enum Dedup {
+    /// A 16-byte hash per address seen so far, in memory (inputs already in memory).
+    InMemory(KeyHasher, HashSet<u128>),
+    /// The lines known to repeat an earlier address, found beforehand by
+    /// [`crate::dedup::duplicate_lines`] with flat memory (files).
+    Known(HashSet<u64>),
+    /// Not at all (the first pass of [`crate::dedup::duplicate_lines`]).
+    Off,
 }
 
 /// Validates addresses and detects duplicates within one campaign, whatever the input format.
 pub struct RowClassifier {
-    seen: SeenSet,
+    dedup: Dedup,
 }
 
 impl Default for RowClassifier {
     fn default() -> Self {
         Self {
-            seen: SeenSet::new(),
+            dedup: Dedup::InMemory(KeyHasher::new(), HashSet::new()),
         }
     }
 }
 
 impl RowClassifier {
+    /// A classifier that marks exactly `lines` as duplicates.
+    pub fn with_known_duplicates(lines: HashSet<u64>) -> Self {
+        Self {
+            dedup: Dedup::Known(lines),
+        }
+    }
+
+    /// A classifier that validates only.
+    pub fn without_dedup() -> Self {
+        Self { dedup: Dedup::Off }
+    }
+
     /// Accepts, rejects or marks as duplicate one recipient found at `line`.
     pub fn classify(&mut self, line: u64, email: String, vars: Vars) -> Row {
         match parse_recipient(&email) {
@@ -101,7 +128,12 @@ impl RowClassifier {
                 reason: e.to_string(),
             }),
             Ok(r) => {
-                if self.seen.insert(&r.dedup_key()) {
+                let first = match &mut self.dedup {
+                    Dedup::InMemory(hasher, seen) => seen.insert(hasher.hash(&r.dedup_key())),
+                    Dedup::Known(lines) => !lines.contains(&line),
+                    Dedup::Off => true,
+                };
+                if first {
                     Row::Accepted(Accepted {
                         line,
                         email: r.address,
@@ -188,6 +220,11 @@ fn field(rec: &csv::ByteRecord, i: usize) -> Result<String, String> {
 impl<R: Read> RecipientReader<R> {
     /// Reads the first row to tell a CSV with a header from a list of bare addresses.
     pub fn new(input: R) -> Result<Self, FormatError> {
+        Self::with_classifier(input, RowClassifier::default())
+    }
+
+    /// As [`RecipientReader::new`], finding duplicates with `classifier`.
+    pub fn with_classifier(input: R, classifier: RowClassifier) -> Result<Self, FormatError> {
         let mut buffered = BufReader::with_capacity(64 * 1024, input);
         // A UTF-8 byte-order mark (Excel writes one) is not part of the first column's name.
         let head = buffered
@@ -228,7 +265,7 @@ impl<R: Read> RecipientReader<R> {
         Ok(Self {
             csv,
             mode,
-            seen: RowClassifier::default(),
+            seen: classifier,
             pending_first,
             record: csv::ByteRecord::new(),
         })

@@ -11,8 +11,10 @@ use anyhow::Context;
 use jetmail_common::topology::Topology;
 use jetmail_common::wire::CampaignSpec;
 
-use crate::feed::rows_from_reader;
+use crate::dedup::duplicate_lines;
+use crate::feed::rows_from_reader_with;
 use crate::publish::{self, Progress, Submission, SubmitReport};
+use crate::recipients::RowClassifier;
 
 /// Arguments of `submit`.
 #[derive(Debug, Clone, clap::Args)]
@@ -78,11 +80,11 @@ pub async fn run(topo: &Topology, args: SubmitArgs) -> anyhow::Result<SubmitRepo
         text: read_file(&args.text)?,
         html: args.html.as_deref().map(read_file).transpose()?,
     };
-    let file = std::fs::File::open(&args.recipients)
-        .with_context(|| format!("cannot open {}", args.recipients.display()))?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let (rows, bytes) =
-        rows_from_reader(file).with_context(|| format!("{}", args.recipients.display()))?;
+    let open = || {
+        std::fs::File::open(&args.recipients)
+            .with_context(|| format!("cannot open {}", args.recipients.display()))
+    };
+    let size = open()?.metadata().map(|m| m.len()).unwrap_or(0);
     let plain = !std::io::stderr().is_terminal();
     let bar = if plain {
         indicatif::ProgressBar::hidden()
@@ -97,6 +99,37 @@ pub async fn run(topo: &Topology, args: SubmitArgs) -> anyhow::Result<SubmitRepo
         b.enable_steady_tick(Duration::from_millis(200));
         b
     };
+
+    // First pass: find duplicate addresses with flat memory, whatever the file's size.
+    bar.set_message("finding duplicates");
+    if plain {
+        eprintln!(
+            "finding duplicates in {} ({} bytes)",
+            args.recipients.display(),
+            size
+        );
+    }
+    let scanned = Arc::new(AtomicU64::new(0));
+    let scan = {
+        let file = open()?;
+        let scanned = scanned.clone();
+        let dir = std::env::temp_dir();
+        tokio::task::spawn_blocking(move || duplicate_lines(file, &dir, &scanned))
+    };
+    tokio::pin!(scan);
+    let duplicates = loop {
+        tokio::select! {
+            done = &mut scan => break done.context("duplicate scan stopped")?,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => bar.set_position(scanned.load(Ordering::Relaxed)),
+        }
+    }
+    .with_context(|| format!("{}", args.recipients.display()))?;
+
+    // Second pass: publish, skipping exactly those lines.
+    bar.set_position(0);
+    let (rows, bytes) =
+        rows_from_reader_with(open()?, RowClassifier::with_known_duplicates(duplicates))
+            .with_context(|| format!("{}", args.recipients.display()))?;
     let mut progress = Bar {
         bar: bar.clone(),
         bytes,

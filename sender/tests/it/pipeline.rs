@@ -144,3 +144,27 @@ async fn sigterm_drains_without_loss_and_the_sender_turns_down() -> anyhow::Resu
     assert_eq!(stack.outbox_len().await, 0);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_reports_bad_rows_with_their_lines_and_skips_duplicates() -> anyhow::Result<()> {
+    let stack = Stack::start(0, &[]).await?;
+    let csv = stack.dir.path().join("mixed.csv");
+    std::fs::write(
+        &csv,
+        "email,name\nann@example.com,Ann\nbo@example.com,Bo\nnot-an-address,X\nann@EXAMPLE.com,Ann again\n",
+    )?;
+    let out = stack.submit_raw(&csv, "mixed", &[])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("published 2, rejected 1, duplicates 1"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("rejected line 4: \"not-an-address\""),
+        "{stderr}"
+    );
+    assert_eq!(stack.outbox_len().await, 2);
+    Ok(())
+}
