@@ -130,9 +130,10 @@ async fn sigterm_drains_without_loss_and_the_sender_turns_down() -> anyhow::Resu
         (h.state == SenderState::Down).then_some(())
     })
     .await?;
-    // Three 500 ms intervals, plus the monitor's sweep and a KV round trip.
+    // Three 500 ms intervals after the last (`stopped`) heartbeat, plus the monitor's 250 ms
+    // sweep, a KV round trip and this test's polling, on a machine busy with other tests.
     assert!(
-        killed_at.elapsed() < Duration::from_millis(2500),
+        killed_at.elapsed() < Duration::from_millis(3000),
         "marked down after {:?}",
         killed_at.elapsed()
     );
