@@ -201,6 +201,22 @@ pub struct DeliveryEvent {
     pub published_ms: u64,
 }
 
+impl DeliveryEvent {
+    /// The event for `outcome` of recipient `m`, reported by `sender`, now.
+    pub fn new(m: &OutboxMessage, outcome: Outcome, sender: &str) -> Self {
+        Self {
+            v: WIRE_VERSION,
+            campaign: m.campaign.clone(),
+            seq: m.seq,
+            outcome,
+            undoes: None,
+            sender: sender.to_string(),
+            at_ms: crate::now_ms(),
+            published_ms: m.published_ms,
+        }
+    }
+}
+
 /// One failed delivery attempt, as kept in a dead letter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {

@@ -13,9 +13,7 @@ use jetmail_common::now_ms;
 use jetmail_common::outcomes::{event_msg_id, publish_event};
 use jetmail_common::records::update_record;
 use jetmail_common::topology::{self, Topology};
-use jetmail_common::wire::{
-    CampaignStatus, DeadLetter, DeliveryEvent, OutboxMessage, Outcome, WIRE_VERSION,
-};
+use jetmail_common::wire::{CampaignStatus, DeadLetter, DeliveryEvent, OutboxMessage, Outcome};
 use serde::{Deserialize, Serialize};
 
 /// Which dead letters an operation applies to. Empty matches all.
@@ -185,14 +183,8 @@ async fn replay_one(topo: &Topology, e: &DeadEntry) -> Result<String, String> {
         .map_err(|err| format!("publish not acknowledged: {err}"))?;
     // The recipient leaves the failed/dead count: it is pending again.
     let ev = DeliveryEvent {
-        v: WIRE_VERSION,
-        campaign: m.campaign.clone(),
-        seq: m.seq,
-        outcome: Outcome::Replayed,
         undoes: Some(e.letter.outcome),
-        sender: "ingest".into(),
-        at_ms: now_ms(),
-        published_ms: m.published_ms,
+        ..DeliveryEvent::new(&m, Outcome::Replayed, "ingest")
     };
     publish_event(
         &topo.js,

@@ -62,7 +62,7 @@ pub async fn settle(topo: &Topology, seq: u64, deliveries: u64) -> Result<(), St
     if let Some(m) = &decoded {
         let key = topology::sent_key(&m.campaign, m.seq);
         if let Ok(Some(_)) = topo.sent.get(&key).await {
-            let ev = event(m, Outcome::Sent);
+            let ev = DeliveryEvent::new(m, Outcome::Sent, "monitor");
             publish_event(
                 &topo.js,
                 &ev,
@@ -111,7 +111,7 @@ pub async fn settle(topo: &Topology, seq: u64, deliveries: u64) -> Result<(), St
     };
     publish_dead(&topo.js, &dl, &id).await?;
     if let Some(m) = &decoded {
-        let ev = event(m, Outcome::Dead);
+        let ev = DeliveryEvent::new(m, Outcome::Dead, "monitor");
         publish_event(
             &topo.js,
             &ev,
@@ -129,17 +129,4 @@ pub async fn settle(topo: &Topology, seq: u64, deliveries: u64) -> Result<(), St
         .map_err(|e| e.to_string())?;
     tracing::warn!(campaign = %campaign, stream_seq = seq, "message reached MaxDeliver: moved to MAIL_DEAD");
     Ok(())
-}
-
-fn event(m: &OutboxMessage, outcome: Outcome) -> DeliveryEvent {
-    DeliveryEvent {
-        v: WIRE_VERSION,
-        campaign: m.campaign.clone(),
-        seq: m.seq,
-        outcome,
-        undoes: None,
-        sender: "monitor".into(),
-        at_ms: now_ms(),
-        published_ms: m.published_ms,
-    }
 }

@@ -18,6 +18,8 @@ pub struct Campaign {
     pub record: CampaignRecord,
     /// `Err` when the stored templates do not compile (ingest refuses those; kept for safety).
     pub templates: Arc<Result<CampaignTemplates, TemplateError>>,
+    /// The sender mailbox, parsed once per campaign rather than per message.
+    pub from: Result<lettre::message::Mailbox, String>,
 }
 
 impl Campaign {
@@ -48,7 +50,17 @@ impl Campaigns {
             Some(old) if old.record.spec == record.spec => old.templates.clone(),
             _ => Arc::new(CampaignTemplates::compile(&record.spec)),
         };
-        let entry = Arc::new(Campaign { record, templates });
+        let from = record
+            .spec
+            .from
+            .trim()
+            .parse()
+            .map_err(|e| format!("from: {e}"));
+        let entry = Arc::new(Campaign {
+            record,
+            templates,
+            from,
+        });
         cache.insert(entry.record.id.clone(), entry);
     }
 

@@ -15,7 +15,7 @@ use jetmail_common::wire::{
 use jetmail_common::{outcomes, topology};
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 
-use crate::smtp::{envelope, SendOutcome};
+use crate::smtp::SendOutcome;
 use crate::Ctx;
 
 /// How long a settlement (ack, event, dead letter) is retried while the broker is away.
@@ -79,7 +79,7 @@ async fn process(ctx: &Ctx, msg: &Message) {
     };
     let body = rendered
         .map_err(|e| format!("template {e}"))
-        .and_then(|r| build_message(&campaign.record.spec.from, &m, r));
+        .and_then(|r| build_message(campaign.from.clone()?, &m, r));
     let (from, to, body) = match body {
         Ok(b) => b,
         Err(reason) => {
@@ -189,12 +189,12 @@ fn attempt(ctx: &Ctx, relay: &str, code: Option<u16>, error: String) -> Attempt 
 
 /// Renders the MIME message and its envelope.
 fn build_message(
-    from: &str,
+    from_mb: Mailbox,
     m: &OutboxMessage,
     r: jetmail_common::template::Rendered,
 ) -> Result<(lettre::Address, lettre::Address, Vec<u8>), String> {
-    let (from_addr, to_addr) = envelope(from, &m.email)?;
-    let from_mb: Mailbox = from.parse().map_err(|e| format!("from: {e}"))?;
+    let from_addr = from_mb.email.clone();
+    let to_addr: lettre::Address = m.email.parse().map_err(|e| format!("to: {e}"))?;
     let domain = from_addr.domain().to_string();
     let builder = lettre::Message::builder()
         .from(from_mb)
@@ -219,16 +219,7 @@ fn build_message(
 
 /// Publishes an outcome event. Its id makes a re-publish after a crash a no-op.
 async fn event(ctx: &Ctx, m: &OutboxMessage, outcome: Outcome, delivery: Option<i64>) {
-    let ev = DeliveryEvent {
-        v: WIRE_VERSION,
-        campaign: m.campaign.clone(),
-        seq: m.seq,
-        outcome,
-        undoes: None,
-        sender: ctx.cfg.id.clone(),
-        at_ms: now_ms(),
-        published_ms: m.published_ms,
-    };
+    let ev = DeliveryEvent::new(m, outcome, &ctx.cfg.id);
     let id = outcomes::event_msg_id(&m.campaign, m.seq, m.replay, outcome, delivery);
     retry("publish an event", || {
         outcomes::publish_event(&ctx.topo.js, &ev, &id)

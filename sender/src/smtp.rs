@@ -8,7 +8,6 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
@@ -384,14 +383,6 @@ impl Relay {
 
 fn humantime_secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
-}
-
-/// The envelope sender and recipient, checked.
-pub fn envelope(from: &str, to: &str) -> Result<(Address, Address), String> {
-    let from_mb = lettre::message::Mailbox::from_str(from).map_err(|e| format!("from: {e}"))?;
-    let to = Address::from_str(to).map_err(|e| format!("to: {e}"))?;
-    Envelope::new(Some(from_mb.email.clone()), vec![to.clone()]).map_err(|e| e.to_string())?;
-    Ok((from_mb.email, to))
 }
 
 #[cfg(test)]

@@ -298,18 +298,13 @@ pub fn csrf_ok(session: &CurrentSession, token: Option<&str>) -> bool {
 
 /// The answer to a form whose CSRF token is missing or wrong.
 pub fn csrf_refusal(app: &AppState, session: &CurrentSession) -> Response {
-    let body = app.templates.page(
+    crate::pages::error_page(
         app,
         session,
-        None,
-        "error.html",
-        "",
-        context! {
-            title => "Form refused",
-            message => "This form's security token is missing or out of date (it may come from another site, or from before a restart). Reload the page and try again.",
-        },
-    );
-    (StatusCode::FORBIDDEN, body).into_response()
+        StatusCode::FORBIDDEN,
+        "Form refused",
+        "This form's security token is missing or out of date (it may come from another site, or from before a restart). Reload the page and try again.",
+    )
 }
 
 /// Only same-site paths are followed after login (no open redirect).
