@@ -101,6 +101,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e}"))
 }
 
+/// Writes a duration the way the flags take it: `30s`, `2m`, `1h 30m`.
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// Writes a list of durations the way `--retry-backoff` takes it: `30s,2m,10m`.
+pub fn format_durations(d: &[Duration]) -> String {
+    d.iter()
+        .map(|d| format_duration(*d))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Parses a comma-separated list of durations: `30s,2m,10m`.
 pub fn parse_duration_list(s: &str) -> Result<Vec<Duration>, String> {
     s.split(',')

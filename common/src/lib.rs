@@ -1,13 +1,17 @@
 //! What the jetmail services share, and nothing else: the JetStream topology (every stream,
-//! consumer, subject and bucket name lives in [`topology`]), the wire types that cross process
-//! boundaries ([`wire`]), campaign templates ([`template`]), address handling ([`address`]),
+//! consumer, subject, bucket, key and message id, built and parsed in [`topology`]), the wire
+//! types that cross process boundaries ([`wire`] between services over NATS, [`api`] over
+//! ingest's HTTP API), storage errors ([`store`]), campaign records ([`records`]) and outcome
+//! writes ([`outcomes`]), campaign templates ([`template`]), address handling ([`address`]),
 //! command-line pieces ([`config`]), shutdown ([`shutdown`]) and logging ([`telemetry`]).
 
 pub mod address;
+pub mod api;
 pub mod config;
 pub mod outcomes;
 pub mod records;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 pub mod template;
 pub mod topology;

@@ -1,57 +1,43 @@
 //! Writing outcomes: delivery events to MAIL_EVENTS and dead letters to MAIL_DEAD, each with a
-//! `Nats-Msg-Id` that makes a re-publish (after a crash or a retry) a no-op.
+//! `Nats-Msg-Id` (built by [`crate::topology`]) that makes a re-publish after a crash or a
+//! retry a no-op.
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
+use crate::store::StoreError;
 use crate::topology;
-use crate::wire::{DeadLetter, DeliveryEvent, Outcome};
-
-/// Id of an outcome event. Deferrals carry their delivery number: each is its own event.
-pub fn event_msg_id(
-    campaign: &str,
-    seq: u64,
-    replay: u32,
-    outcome: Outcome,
-    delivery: Option<i64>,
-) -> String {
-    match delivery {
-        Some(d) => format!("{campaign}.{seq}.r{replay}.{}.{d}", outcome.as_str()),
-        None => format!("{campaign}.{seq}.r{replay}.{}", outcome.as_str()),
-    }
-}
-
-/// Id of a dead letter: one per recipient and replay generation.
-pub fn dead_msg_id(campaign: &str, seq: u64, replay: u32) -> String {
-    format!("{campaign}.{seq}.r{replay}.dead")
-}
+use crate::wire::{DeadLetter, DeliveryEvent};
 
 async fn publish(
     js: &jetstream::Context,
+    what: &str,
     subject: String,
     msg_id: &str,
     payload: Bytes,
-) -> Result<(), String> {
+) -> Result<(), StoreError> {
     let mut headers = HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
     js.publish_with_headers(subject, headers, payload)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| StoreError::from_publish(what, e))?
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| StoreError::from_publish(what, e))?;
     Ok(())
 }
 
-/// Publishes an event and waits for the broker's ack.
+/// Publishes an event and waits for the broker's ack. `msg_id` comes from
+/// [`topology::event_msg_id`].
 pub async fn publish_event(
     js: &jetstream::Context,
     ev: &DeliveryEvent,
     msg_id: &str,
-) -> Result<(), String> {
-    let payload = serde_json::to_vec(ev).map_err(|e| e.to_string())?;
+) -> Result<(), StoreError> {
+    let payload = serde_json::to_vec(ev).expect("an event always serialises");
     publish(
         js,
+        topology::EVENTS_STREAM,
         topology::event_subject(&ev.campaign, ev.outcome),
         msg_id,
         payload.into(),
@@ -59,15 +45,17 @@ pub async fn publish_event(
     .await
 }
 
-/// Publishes a dead letter and waits for the broker's ack.
+/// Publishes a dead letter and waits for the broker's ack. `msg_id` comes from
+/// [`topology::dead_msg_id`] or [`topology::poison_msg_id`].
 pub async fn publish_dead(
     js: &jetstream::Context,
     dl: &DeadLetter,
     msg_id: &str,
-) -> Result<(), String> {
-    let payload = serde_json::to_vec(dl).map_err(|e| e.to_string())?;
+) -> Result<(), StoreError> {
+    let payload = serde_json::to_vec(dl).expect("a dead letter always serialises");
     publish(
         js,
+        topology::DEAD_STREAM,
         topology::dead_subject(&dl.campaign),
         msg_id,
         payload.into(),

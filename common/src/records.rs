@@ -5,20 +5,29 @@
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 
+use crate::store::StoreError;
 use crate::topology::{self, Topology};
 use crate::wire::{CampaignProgress, CampaignRecord};
 
-/// Reads a campaign record with its KV revision.
+/// Compare-and-set attempts before [`update_record`] gives up with [`StoreError::Conflict`].
+const CAS_ATTEMPTS: usize = 50;
+
+/// Reads a campaign record with its KV revision. A record that exists but cannot be decoded
+/// is [`StoreError::Corrupt`], not "absent": its messages must not wait for it forever.
 pub async fn load_record(
     topo: &Topology,
     id: &str,
-) -> Result<Option<(CampaignRecord, u64)>, String> {
-    match topo.campaigns.entry(id).await {
-        Ok(Some(e)) if e.operation == kv::Operation::Put => Ok(serde_json::from_slice(&e.value)
-            .ok()
-            .map(|r| (r, e.revision))),
+) -> Result<Option<(CampaignRecord, u64)>, StoreError> {
+    let key = topology::campaign_key(id);
+    match topo.campaigns.entry(&key).await {
+        Ok(Some(e)) if e.operation == kv::Operation::Put => serde_json::from_slice(&e.value)
+            .map(|r| Some((r, e.revision)))
+            .map_err(|source| StoreError::Corrupt {
+                what: format!("campaign record {id}"),
+                source,
+            }),
         Ok(_) => Ok(None),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(StoreError::broker(e)),
     }
 }
 
@@ -27,31 +36,55 @@ pub async fn update_record(
     topo: &Topology,
     id: &str,
     mut change: impl FnMut(&mut CampaignRecord),
-) -> Result<CampaignRecord, String> {
-    for _ in 0..50 {
+) -> Result<CampaignRecord, StoreError> {
+    let key = topology::campaign_key(id);
+    for _ in 0..CAS_ATTEMPTS {
         let Some((mut rec, rev)) = load_record(topo, id).await? else {
-            return Err(format!("campaign {id} not found"));
+            return Err(StoreError::NotFound(format!("campaign {id}")));
         };
         let before = rec.clone();
         change(&mut rec);
         if rec == before {
             return Ok(rec);
         }
-        let bytes = Bytes::from(serde_json::to_vec(&rec).map_err(|e| e.to_string())?);
-        match topo.campaigns.update(id, bytes, rev).await {
+        let bytes = Bytes::from(serde_json::to_vec(&rec).expect("a record always serialises"));
+        match topo.campaigns.update(&key, bytes, rev).await {
             Ok(_) => return Ok(rec),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(StoreError::broker(e)),
         }
     }
-    Err(format!("campaign {id}: too many concurrent updates"))
+    Err(StoreError::Conflict(format!("campaign {id}")))
 }
 
 /// A campaign's delivery progress (zero when the monitor has not written it yet).
-pub async fn load_progress(topo: &Topology, id: &str) -> Result<CampaignProgress, String> {
+pub async fn load_progress(topo: &Topology, id: &str) -> Result<CampaignProgress, StoreError> {
     match topo.campaigns.get(topology::progress_key(id)).await {
-        Ok(Some(b)) => serde_json::from_slice(&b).map_err(|e| e.to_string()),
+        Ok(Some(b)) => serde_json::from_slice(&b).map_err(|source| StoreError::Corrupt {
+            what: format!("progress of campaign {id}"),
+            source,
+        }),
         Ok(None) => Ok(CampaignProgress::default()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(StoreError::broker(e)),
     }
+}
+
+/// The ids of every campaign with a record (progress keys and foreign keys left out).
+pub async fn list_campaign_ids(topo: &Topology) -> Result<Vec<String>, StoreError> {
+    use futures::TryStreamExt;
+    let keys: Vec<String> = topo
+        .campaigns
+        .keys()
+        .await
+        .map_err(StoreError::broker)?
+        .try_collect()
+        .await
+        .map_err(StoreError::broker)?;
+    Ok(keys
+        .iter()
+        .filter_map(|k| match topology::CampaignsKey::parse(k) {
+            Some(topology::CampaignsKey::Record(id)) => Some(id.to_string()),
+            _ => None,
+        })
+        .collect())
 }

@@ -73,8 +73,45 @@ pub fn outbox_subject(campaign: &str, domain_token: &str) -> String {
 pub fn outbox_campaign_filter(campaign: &str) -> String {
     format!("{OUTBOX_SUBJECT_PREFIX}.{campaign}.*")
 }
+/// Every outbox subject: what the senders consumer and the outbox stream cover.
+pub fn outbox_filter() -> String {
+    format!("{OUTBOX_SUBJECT_PREFIX}.>")
+}
+
+/// The parts of an outbox subject, parsed by [`OutboxSubject::parse`] and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxSubject<'a> {
+    pub campaign: &'a str,
+    /// The recipient's domain as a subject token (see [`crate::address::domain_token`]).
+    pub domain_token: &'a str,
+}
+
+impl<'a> OutboxSubject<'a> {
+    /// `None` for anything that is not `mail.outbox.<valid campaign id>.<token>`.
+    pub fn parse(subject: &'a str) -> Option<Self> {
+        let rest = subject
+            .strip_prefix(OUTBOX_SUBJECT_PREFIX)?
+            .strip_prefix('.')?;
+        let (campaign, domain_token) = rest.split_once('.')?;
+        if validate_campaign_id(campaign).is_err()
+            || domain_token.is_empty()
+            || domain_token.contains('.')
+        {
+            return None;
+        }
+        Some(Self {
+            campaign,
+            domain_token,
+        })
+    }
+}
+
 pub fn event_subject(campaign: &str, outcome: crate::wire::Outcome) -> String {
     format!("{EVENTS_SUBJECT_PREFIX}.{campaign}.{}", outcome.as_str())
+}
+/// Every event subject, for the monitor's consumer.
+pub fn events_filter() -> String {
+    format!("{EVENTS_SUBJECT_PREFIX}.>")
 }
 pub fn dead_subject(campaign: &str) -> String {
     format!("{DEAD_SUBJECT_PREFIX}.{campaign}")
@@ -91,16 +128,55 @@ pub fn heartbeat_subject(sender: &str) -> String {
 pub fn heartbeat_filter() -> String {
     format!("{HEARTBEAT_SUBJECT_PREFIX}.*")
 }
+
+/// Key of a campaign's record in [`CAMPAIGNS_BUCKET`]: the campaign id itself.
+pub fn campaign_key(campaign: &str) -> String {
+    campaign.to_string()
+}
 /// Key of a campaign's delivery progress in [`CAMPAIGNS_BUCKET`]. Kept apart from the record
 /// so that senders, which watch records for status changes, are not woken by every counter.
 pub fn progress_key(campaign: &str) -> String {
-    format!("{campaign}.progress")
+    format!("{campaign}{PROGRESS_KEY_SUFFIX}")
 }
+const PROGRESS_KEY_SUFFIX: &str = ".progress";
 /// Key filter matching campaign records only (single-token keys), not progress keys.
 pub const CAMPAIGN_RECORDS_FILTER: &str = "*";
+
+/// What a key of [`CAMPAIGNS_BUCKET`] holds, parsed by [`CampaignsKey::parse`] only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CampaignsKey<'a> {
+    /// The record of this campaign.
+    Record(&'a str),
+    /// The delivery progress of this campaign.
+    Progress(&'a str),
+}
+
+impl<'a> CampaignsKey<'a> {
+    /// `None` for a key jetmail does not write.
+    pub fn parse(key: &'a str) -> Option<Self> {
+        let (id, kind) = match key.strip_suffix(PROGRESS_KEY_SUFFIX) {
+            Some(id) => (id, CampaignsKey::Progress as fn(&'a str) -> Self),
+            None => (key, CampaignsKey::Record as fn(&'a str) -> Self),
+        };
+        validate_campaign_id(id).ok().map(|_| kind(id))
+    }
+
+    pub fn campaign(self) -> &'a str {
+        match self {
+            CampaignsKey::Record(c) | CampaignsKey::Progress(c) => c,
+        }
+    }
+}
+
+/// Key of one recipient in [`SENT_BUCKET`] and [`ATTEMPTS_BUCKET`].
 pub fn sent_key(campaign: &str, seq: u64) -> String {
     format!("{campaign}.{seq}")
 }
+/// Same key in both buckets: one recipient's failed attempts.
+pub fn attempts_key(campaign: &str, seq: u64) -> String {
+    sent_key(campaign, seq)
+}
+
 /// `Nats-Msg-Id` of a recipient message: the same campaign and sequence always get the same
 /// id, so a retried publish is dropped by the broker. A replayed dead letter adds its replay
 /// generation, because the broker remembers ids for the duplicate window.
@@ -111,17 +187,52 @@ pub fn outbox_msg_id(campaign: &str, seq: u64, replay: u32) -> String {
         format!("{campaign}.{seq}.r{replay}")
     }
 }
+/// `Nats-Msg-Id` of a message a sender re-published to restart its delivery count (outbox
+/// stream sequence of the original: one re-publish per original).
+pub fn requeue_msg_id(stream_seq: u64) -> String {
+    format!("requeue.{stream_seq}")
+}
+/// Id of an outcome event. Deferrals carry their delivery number: each is its own event.
+pub fn event_msg_id(
+    campaign: &str,
+    seq: u64,
+    replay: u32,
+    outcome: crate::wire::Outcome,
+    delivery: Option<i64>,
+) -> String {
+    match delivery {
+        Some(d) => format!("{campaign}.{seq}.r{replay}.{}.{d}", outcome.as_str()),
+        None => format!("{campaign}.{seq}.r{replay}.{}", outcome.as_str()),
+    }
+}
+/// Id of a dead letter: one per recipient and replay generation.
+pub fn dead_msg_id(campaign: &str, seq: u64, replay: u32) -> String {
+    format!("{campaign}.{seq}.r{replay}.dead")
+}
+/// Id of the dead letter of an undecodable outbox message, by its outbox stream sequence.
+pub fn poison_msg_id(stream_seq: u64) -> String {
+    format!("poison.{stream_seq}")
+}
+
+/// A campaign id that cannot be a subject token or KV key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CampaignIdError {
+    #[error("campaign id must be 1 to 64 characters")]
+    Length,
+    #[error("campaign id may hold only letters, digits, '-' and '_'")]
+    Alphabet,
+}
 
 /// Campaign ids become subject tokens and KV keys: keep them to a safe alphabet.
-pub fn validate_campaign_id(id: &str) -> Result<(), String> {
+pub fn validate_campaign_id(id: &str) -> Result<(), CampaignIdError> {
     if id.is_empty() || id.len() > 64 {
-        return Err("campaign id must be 1 to 64 characters".into());
+        return Err(CampaignIdError::Length);
     }
     if !id
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        return Err("campaign id may hold only letters, digits, '-' and '_'".into());
+        return Err(CampaignIdError::Alphabet);
     }
     Ok(())
 }
@@ -151,10 +262,10 @@ pub enum TopologyError {
         name: &'static str,
         source: async_nats::jetstream::stream::ConsumerError,
     },
-    #[error("stream {name}: {source}")]
-    GetStream {
+    #[error("changing consumer {name}: {source}")]
+    UpdateConsumer {
         name: &'static str,
-        source: async_nats::jetstream::context::GetStreamError,
+        source: async_nats::jetstream::stream::ConsumerUpdateError,
     },
     #[error("bucket {name}: {source}")]
     Bucket {
@@ -180,7 +291,7 @@ pub fn outbox_config() -> stream::Config {
     stream::Config {
         name: OUTBOX_STREAM.into(),
         description: Some("jetmail: one message per recipient still to deliver".into()),
-        subjects: vec![format!("{OUTBOX_SUBJECT_PREFIX}.>")],
+        subjects: vec![outbox_filter()],
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         // Full means ingest gets an error it reports to its caller; nothing is dropped.
@@ -196,7 +307,7 @@ pub fn events_config() -> stream::Config {
     stream::Config {
         name: EVENTS_STREAM.into(),
         description: Some("jetmail: one event per recipient outcome".into()),
-        subjects: vec![format!("{EVENTS_SUBJECT_PREFIX}.>")],
+        subjects: vec![events_filter()],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         max_age: EVENTS_MAX_AGE,
@@ -211,7 +322,7 @@ pub fn dead_config() -> stream::Config {
         description: Some(
             "jetmail: recipients that could not be delivered, with every attempt".into(),
         ),
-        subjects: vec![format!("{DEAD_SUBJECT_PREFIX}.>")],
+        subjects: vec![dead_filter(None)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         max_age: DEAD_MAX_AGE,
@@ -220,19 +331,117 @@ pub fn dead_config() -> stream::Config {
     }
 }
 
-/// The senders consumer for a retry schedule of `retries` delays: MaxDeliver is one first
-/// attempt plus one per retry. No BackOff array: it applies to ack-wait expiry, not to naks,
-/// so senders compute the delay themselves from the delivery count.
-pub fn senders_consumer_config(retries: usize, ack_wait: Duration) -> consumer::pull::Config {
-    consumer::pull::Config {
-        durable_name: Some(SENDERS_CONSUMER.into()),
-        description: Some("jetmail senders: shared by every sender instance".into()),
-        ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait,
-        max_deliver: retries as i64 + 1,
-        max_ack_pending: SENDERS_MAX_ACK_PENDING,
-        ..Default::default()
+/// The fleet-wide delivery policy, kept on the senders consumer itself so that every sender
+/// follows the same one: the retry schedule (MaxDeliver is one first attempt plus one per
+/// delay; the delays are in the consumer's metadata) and the ack wait. [`ensure`] creates the
+/// consumer once with [`SendersPolicy::default`]; only [`apply_senders_policy`] (`jetmail-ingest
+/// topology apply`) changes it. A sender started with other flags says so and follows this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendersPolicy {
+    /// Nak delay after the n-th failed delivery.
+    pub retry_backoff: Vec<Duration>,
+    /// A message whose sender died is redelivered after this.
+    pub ack_wait: Duration,
+}
+
+impl Default for SendersPolicy {
+    fn default() -> Self {
+        Self {
+            retry_backoff: DEFAULT_RETRY_BACKOFF.to_vec(),
+            ack_wait: SENDERS_ACK_WAIT,
+        }
     }
+}
+
+/// Consumer metadata key holding the retry delays (`30s,2m,…`).
+const RETRY_BACKOFF_METADATA: &str = "jetmail.retry_backoff";
+
+impl SendersPolicy {
+    /// Deliveries allowed per message: the first plus one per retry delay.
+    pub fn max_deliver(&self) -> i64 {
+        self.retry_backoff.len() as i64 + 1
+    }
+
+    /// The nak delay after failed delivery number `delivery` (1-based); the last delay repeats.
+    pub fn retry_delay(&self, delivery: i64) -> Duration {
+        let i = (delivery.max(1) as usize - 1).min(self.retry_backoff.len().saturating_sub(1));
+        self.retry_backoff
+            .get(i)
+            .copied()
+            .unwrap_or(DEFAULT_RETRY_BACKOFF[0])
+    }
+
+    /// The consumer configuration carrying this policy.
+    pub fn consumer_config(&self) -> consumer::pull::Config {
+        consumer::pull::Config {
+            durable_name: Some(SENDERS_CONSUMER.into()),
+            description: Some("jetmail senders: shared by every sender instance".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            max_deliver: self.max_deliver(),
+            max_ack_pending: SENDERS_MAX_ACK_PENDING,
+            metadata: [(
+                RETRY_BACKOFF_METADATA.to_string(),
+                crate::config::format_durations(&self.retry_backoff),
+            )]
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    /// The policy a consumer carries. A consumer edited by hand may have lost the delays or
+    /// changed MaxDeliver: the count follows MaxDeliver, the delays what is left of them.
+    pub fn of(config: &consumer::Config) -> Self {
+        let mut delays: Vec<Duration> = config
+            .metadata
+            .get(RETRY_BACKOFF_METADATA)
+            .and_then(|s| crate::config::parse_duration_list(s).ok())
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| DEFAULT_RETRY_BACKOFF.to_vec());
+        if config.max_deliver > 0 {
+            let retries = (config.max_deliver - 1) as usize;
+            let last = *delays.last().expect("never empty");
+            delays.resize(retries, last);
+        }
+        Self {
+            retry_backoff: delays,
+            ack_wait: config.ack_wait,
+        }
+    }
+}
+
+/// The senders consumer (made by [`ensure`] if it is still missing), with the policy it
+/// carries as the broker has it.
+pub async fn senders_consumer(
+    outbox: &stream::Stream,
+) -> Result<(consumer::Consumer<consumer::pull::Config>, SendersPolicy), TopologyError> {
+    let c = outbox
+        .get_or_create_consumer(SENDERS_CONSUMER, SendersPolicy::default().consumer_config())
+        .await
+        .map_err(|source| TopologyError::Consumer {
+            name: SENDERS_CONSUMER,
+            source,
+        })?;
+    let policy = SendersPolicy::of(&c.cached_info().config);
+    Ok((c, policy))
+}
+
+/// Changes the fleet's delivery policy: the one deliberate rewrite of the senders consumer.
+/// Running senders pick it up when they next (re)create their consumer handle; new senders
+/// at once.
+pub async fn apply_senders_policy(
+    topo: &Topology,
+    policy: &SendersPolicy,
+) -> Result<SendersPolicy, TopologyError> {
+    let c = topo
+        .outbox
+        .update_consumer(policy.consumer_config())
+        .await
+        .map_err(|source| TopologyError::UpdateConsumer {
+            name: SENDERS_CONSUMER,
+            source,
+        })?;
+    Ok(SendersPolicy::of(&c.cached_info().config))
 }
 
 fn kv_config(bucket: &str, description: &str, max_age: Duration) -> kv::Config {
@@ -253,18 +462,7 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> 
     let outbox = get_or_create_stream(js, OUTBOX_STREAM, outbox_config()).await?;
     let events = get_or_create_stream(js, EVENTS_STREAM, events_config()).await?;
     let dead = get_or_create_stream(js, DEAD_STREAM, dead_config()).await?;
-    if outbox.consumer_info(SENDERS_CONSUMER).await.is_err() {
-        outbox
-            .create_consumer(senders_consumer_config(
-                DEFAULT_RETRY_BACKOFF.len(),
-                SENDERS_ACK_WAIT,
-            ))
-            .await
-            .map_err(|source| TopologyError::Consumer {
-                name: SENDERS_CONSUMER,
-                source,
-            })?;
-    }
+    senders_consumer(&outbox).await?;
     let campaigns = get_or_create_bucket(
         js,
         CAMPAIGNS_BUCKET,
@@ -314,17 +512,9 @@ async fn get_or_create_stream(
     name: &'static str,
     config: stream::Config,
 ) -> Result<stream::Stream, TopologyError> {
-    if let Ok(s) = js.get_stream(name).await {
-        return Ok(s);
-    }
-    match js.create_stream(config).await {
-        Ok(s) => Ok(s),
-        // Another service created it between our look-up and our create.
-        Err(_) => js
-            .get_stream(name)
-            .await
-            .map_err(|source| TopologyError::GetStream { name, source }),
-    }
+    js.get_or_create_stream(config)
+        .await
+        .map_err(|source| TopologyError::Stream { name, source })
 }
 
 async fn get_or_create_bucket(
@@ -341,5 +531,108 @@ async fn get_or_create_bucket(
             Ok(s) => Ok(s),
             Err(_) => Err(TopologyError::Bucket { name, source }),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Outcome;
+
+    #[test]
+    fn outbox_subjects_round_trip() {
+        let s = outbox_subject("c-1_x", "example_com");
+        assert_eq!(
+            OutboxSubject::parse(&s),
+            Some(OutboxSubject {
+                campaign: "c-1_x",
+                domain_token: "example_com"
+            })
+        );
+        for bad in [
+            "mail.outbox",
+            "mail.outbox.c1",
+            "mail.outbox.c1.",
+            "mail.outbox..example_com",
+            "mail.outbox.c1.example.com",
+            "mail.outboxx.c1.example_com",
+            "mail.events.c1.sent",
+        ] {
+            assert_eq!(OutboxSubject::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn campaign_keys_round_trip() {
+        assert_eq!(
+            CampaignsKey::parse(&campaign_key("c1")),
+            Some(CampaignsKey::Record("c1"))
+        );
+        assert_eq!(
+            CampaignsKey::parse(&progress_key("c1")),
+            Some(CampaignsKey::Progress("c1"))
+        );
+        assert_eq!(CampaignsKey::parse("c1.other"), None);
+        assert_eq!(CampaignsKey::parse(""), None);
+        assert_eq!(CampaignsKey::Progress("c9").campaign(), "c9");
+    }
+
+    #[test]
+    fn message_ids_are_distinct_per_purpose() {
+        let ids = [
+            outbox_msg_id("c", 1, 0),
+            outbox_msg_id("c", 1, 1),
+            event_msg_id("c", 1, 0, Outcome::Sent, None),
+            event_msg_id("c", 1, 0, Outcome::Deferred, Some(2)),
+            dead_msg_id("c", 1, 0),
+            poison_msg_id(1),
+            requeue_msg_id(1),
+        ];
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+    }
+
+    #[test]
+    fn campaign_ids_keep_to_a_safe_alphabet() {
+        assert!(validate_campaign_id("c1-a_b").is_ok());
+        assert_eq!(validate_campaign_id(""), Err(CampaignIdError::Length));
+        assert_eq!(validate_campaign_id("a.b"), Err(CampaignIdError::Alphabet));
+        assert_eq!(validate_campaign_id("a*"), Err(CampaignIdError::Alphabet));
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_round_trips_through_the_consumer_config() {
+        let p = SendersPolicy {
+            retry_backoff: vec![Duration::from_millis(200), Duration::from_secs(90)],
+            ack_wait: Duration::from_secs(4),
+        };
+        let cfg = p.consumer_config();
+        assert_eq!(cfg.max_deliver, 3);
+        let general = consumer::Config {
+            max_deliver: cfg.max_deliver,
+            ack_wait: cfg.ack_wait,
+            metadata: cfg.metadata.clone(),
+            ..Default::default()
+        };
+        assert_eq!(SendersPolicy::of(&general), p);
+        assert_eq!(p.retry_delay(1), Duration::from_millis(200));
+        assert_eq!(p.retry_delay(9), Duration::from_secs(90));
+    }
+
+    #[test]
+    fn a_hand_edited_max_deliver_wins_over_the_stored_delays() {
+        let general = consumer::Config {
+            max_deliver: 4,
+            ack_wait: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let p = SendersPolicy::of(&general);
+        assert_eq!(p.max_deliver(), 4);
+        assert_eq!(p.retry_backoff[..3], DEFAULT_RETRY_BACKOFF[..3]);
     }
 }

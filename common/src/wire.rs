@@ -305,6 +305,16 @@ pub struct Heartbeat {
     pub at_ms: u64,
 }
 
+/// Heartbeat intervals a sender may miss before it is shown `down` (by the monitor in the
+/// health map, by the web UI on its own clock).
+pub const MISSED_BEATS: u64 = 3;
+
+/// True when a sender last heard of at `last_seen_ms`, beating every `interval_ms`, has been
+/// silent for more than [`MISSED_BEATS`] intervals at `now_ms`.
+pub fn missed_beats(last_seen_ms: u64, interval_ms: u64, now_ms: u64) -> bool {
+    now_ms.saturating_sub(last_seen_ms) > MISSED_BEATS * interval_ms.max(100)
+}
+
 /// What the monitor keeps per sender in `mail_senders`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SenderHealth {

@@ -31,8 +31,8 @@ pub enum ControlError {
         status: &'static str,
         action: &'static str,
     },
-    #[error("{0}")]
-    Broker(String),
+    #[error(transparent)]
+    Store(#[from] jetmail_common::store::StoreError),
 }
 
 /// Applies `action` to campaign `id` and returns the updated record.
@@ -78,12 +78,9 @@ pub async fn apply(
     if let Some(e) = refused {
         return Err(e);
     }
-    res.map_err(|e| {
-        if e.contains("not found") {
-            ControlError::NotFound(id.to_string())
-        } else {
-            ControlError::Broker(e)
-        }
+    res.map_err(|e| match e {
+        jetmail_common::store::StoreError::NotFound(_) => ControlError::NotFound(id.to_string()),
+        other => ControlError::Store(other),
     })
 }
 

@@ -10,8 +10,9 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::StreamExt;
 use jetmail_common::now_ms;
-use jetmail_common::outcomes::{event_msg_id, publish_event};
+use jetmail_common::outcomes::publish_event;
 use jetmail_common::records::update_record;
+use jetmail_common::topology::event_msg_id;
 use jetmail_common::topology::{self, Topology};
 use jetmail_common::wire::{CampaignStatus, DeadLetter, DeliveryEvent, OutboxMessage, Outcome};
 use serde::{Deserialize, Serialize};
@@ -72,7 +73,7 @@ pub async fn list(
     limit: usize,
 ) -> Result<(Vec<DeadEntry>, usize), DeadError> {
     if let Some(c) = &filter.campaign {
-        topology::validate_campaign_id(c).map_err(DeadError::Filter)?;
+        topology::validate_campaign_id(c).map_err(|e| DeadError::Filter(e.to_string()))?;
     }
     let mut stream = topo.dead.clone();
     let info = stream
@@ -191,7 +192,8 @@ async fn replay_one(topo: &Topology, e: &DeadEntry) -> Result<String, String> {
         &ev,
         &event_msg_id(&m.campaign, m.seq, m.replay, Outcome::Replayed, None),
     )
-    .await?;
+    .await
+    .map_err(|e| e.to_string())?;
     topo.dead
         .delete_message(e.stream_seq)
         .await

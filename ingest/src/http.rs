@@ -294,7 +294,10 @@ pub struct CampaignView {
 
 /// Reads a campaign, its progress and its pending count.
 pub async fn campaign_view(topo: &Topology, id: &str) -> Result<Option<CampaignView>, String> {
-    let Some((record, _)) = publish::load_record(topo, id).await? else {
+    let Some((record, _)) = publish::load_record(topo, id)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
         return Ok(None);
     };
     let progress = jetmail_common::records::load_progress(topo, id)
@@ -325,7 +328,7 @@ async fn get_campaign(
     Path(id): Path<String>,
 ) -> Result<Json<CampaignView>, ApiError> {
     topology::validate_campaign_id(&id)
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e))?;
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()))?;
     match campaign_view(&state.topo, &id).await {
         Ok(Some(v)) => Ok(Json(v)),
         Ok(None) => Err(ApiError::new(

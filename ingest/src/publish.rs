@@ -169,7 +169,7 @@ pub async fn submit(
             None => new_campaign_id(),
         },
     };
-    topology::validate_campaign_id(&id).map_err(SubmitError::Invalid)?;
+    topology::validate_campaign_id(&id).map_err(|e| SubmitError::Invalid(e.to_string()))?;
     let broker = |published: u64, detail: String| SubmitError::Broker {
         campaign: id.clone(),
         published,
@@ -193,7 +193,7 @@ pub async fn submit(
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
             let (rec, _) = load_record(topo, &id)
                 .await
-                .map_err(|e| broker(0, e))?
+                .map_err(|e| broker(0, e.to_string()))?
                 .ok_or_else(|| broker(0, "campaign record vanished".into()))?;
             if rec.spec != sub.spec
                 || rec.idempotency_key != sub.idempotency_key

@@ -5,8 +5,9 @@
 
 use futures::StreamExt;
 use jetmail_common::now_ms;
-use jetmail_common::outcomes::{dead_msg_id, event_msg_id, publish_dead, publish_event};
-use jetmail_common::topology::{self, Topology};
+use jetmail_common::outcomes::{publish_dead, publish_event};
+use jetmail_common::store::StoreError;
+use jetmail_common::topology::{self, dead_msg_id, event_msg_id, Topology};
 use jetmail_common::wire::{
     Attempt, DeadLetter, DeliveryEvent, OutboxMessage, Outcome, WIRE_VERSION,
 };
@@ -43,7 +44,7 @@ pub async fn run(
 }
 
 /// Moves outbox message `seq` to MAIL_DEAD (or records it as sent) and deletes it.
-pub async fn settle(topo: &Topology, seq: u64, deliveries: u64) -> Result<(), String> {
+pub async fn settle(topo: &Topology, seq: u64, deliveries: u64) -> Result<(), StoreError> {
     let raw = match topo.outbox.get_raw_message(seq).await {
         Ok(m) => m,
         // Already settled by a sender: nothing to do.
@@ -57,7 +58,7 @@ pub async fn settle(topo: &Topology, seq: u64, deliveries: u64) -> Result<(), St
     let campaign = decoded
         .as_ref()
         .map(|m| m.campaign.clone())
-        .or_else(|| raw.subject.split('.').nth(2).map(str::to_string))
+        .or_else(|| topology::OutboxSubject::parse(&raw.subject).map(|s| s.campaign.to_string()))
         .unwrap_or_else(|| "unknown".into());
     if let Some(m) = &decoded {
         let key = topology::sent_key(&m.campaign, m.seq);
@@ -72,7 +73,7 @@ pub async fn settle(topo: &Topology, seq: u64, deliveries: u64) -> Result<(), St
             topo.outbox
                 .delete_message(seq)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(StoreError::broker)?;
             return Ok(());
         }
     }
@@ -107,7 +108,7 @@ pub async fn settle(topo: &Topology, seq: u64, deliveries: u64) -> Result<(), St
     };
     let id = match &decoded {
         Some(m) => dead_msg_id(&m.campaign, m.seq, m.replay),
-        None => format!("poison.{seq}"),
+        None => topology::poison_msg_id(seq),
     };
     publish_dead(&topo.js, &dl, &id).await?;
     if let Some(m) = &decoded {
@@ -126,7 +127,7 @@ pub async fn settle(topo: &Topology, seq: u64, deliveries: u64) -> Result<(), St
     topo.outbox
         .delete_message(seq)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(StoreError::broker)?;
     tracing::warn!(campaign = %campaign, stream_seq = seq, "message reached MaxDeliver: moved to MAIL_DEAD");
     Ok(())
 }

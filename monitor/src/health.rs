@@ -9,11 +9,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use jetmail_common::now_ms;
 use jetmail_common::topology::{self, Topology};
-use jetmail_common::wire::{Heartbeat, SenderHealth, SenderState, WIRE_VERSION};
+use jetmail_common::wire::{
+    missed_beats, Heartbeat, SenderHealth, SenderState, MISSED_BEATS, WIRE_VERSION,
+};
 use tokio_util::sync::CancellationToken;
-
-/// Missed intervals after which a sender is marked down.
-pub const MISSED_BEATS: u64 = 3;
 
 /// The health map, also served at `GET /v1/senders`.
 pub type HealthMap = Arc<Mutex<HashMap<String, SenderHealth>>>;
@@ -82,7 +81,7 @@ pub async fn run(
                     let mut m = map.lock().unwrap();
                     m.values_mut()
                         .filter(|h| h.state != SenderState::Down)
-                        .filter(|h| now.saturating_sub(h.last_seen_ms) > MISSED_BEATS * h.interval_ms.max(100))
+                        .filter(|h| missed_beats(h.last_seen_ms, h.interval_ms, now))
                         .map(|h| { h.state = SenderState::Down; h.in_flight = 0; h.rate = 0.0; h.clone() })
                         .collect()
                 };

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, DeliverPolicy};
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use jetmail_common::now_ms;
-use jetmail_common::records::{load_progress, load_record, update_record};
+use jetmail_common::records::{list_campaign_ids, load_progress, load_record, update_record};
 use jetmail_common::topology::{self, Topology};
 use jetmail_common::wire::{CampaignProgress, CampaignStatus, DeliveryEvent, Outcome};
 use tokio_util::sync::CancellationToken;
@@ -49,13 +49,10 @@ pub fn fold(p: &mut CampaignProgress, ev: &DeliveryEvent) {
 
 /// Where to start reading events: the oldest point any unfinished campaign may need.
 async fn start_policy(topo: &Topology) -> DeliverPolicy {
-    let keys: Vec<String> = match topo.campaigns.keys().await {
-        Ok(k) => k.try_collect().await.unwrap_or_default(),
-        Err(_) => Vec::new(),
-    };
+    let ids = list_campaign_ids(topo).await.unwrap_or_default();
     let mut start: Option<u64> = None;
     let mut any = false;
-    for id in keys.iter().filter(|k| !k.contains('.')) {
+    for id in &ids {
         let Ok(Some((rec, _))) = load_record(topo, id).await else {
             continue;
         };

@@ -130,6 +130,15 @@ async fn process(ctx: &Ctx, msg: &Message) {
             let text = format!("outcome unknown (may have been delivered): {text}");
             failed_attempt(ctx, msg, &m, relay_index, delivery, None, text).await;
         }
+        SendOutcome::RelayFailed { text, .. } => {
+            // The relay failed, not the recipient: the failure counts toward the relay's
+            // circuit and the message goes back untried, costing none of its retries. The
+            // relay logs the reason itself, once per change.
+            if relay.circuit.lock().unwrap().on_failure(Instant::now()) {
+                tracing::warn!(relay = %relay.redacted(), error = %text, "relay circuit opened");
+            }
+            hand_back(ctx, msg, delivery, ctx.cfg.blocked_retry).await;
+        }
     }
 }
 
@@ -220,7 +229,7 @@ fn build_message(
 /// Publishes an outcome event. Its id makes a re-publish after a crash a no-op.
 async fn event(ctx: &Ctx, m: &OutboxMessage, outcome: Outcome, delivery: Option<i64>) {
     let ev = DeliveryEvent::new(m, outcome, &ctx.cfg.id);
-    let id = outcomes::event_msg_id(&m.campaign, m.seq, m.replay, outcome, delivery);
+    let id = topology::event_msg_id(&m.campaign, m.seq, m.replay, outcome, delivery);
     retry("publish an event", || {
         outcomes::publish_event(&ctx.topo.js, &ev, &id)
     })
@@ -247,7 +256,7 @@ async fn dead_letter(
         attempts,
         at_ms: now_ms(),
     };
-    let id = outcomes::dead_msg_id(&m.campaign, m.seq, m.replay);
+    let id = topology::dead_msg_id(&m.campaign, m.seq, m.replay);
     if publish_dead(ctx, &id, &dl).await {
         if outcome == Outcome::Dead {
             ctx.stats.dead.fetch_add(1, Ordering::Relaxed);
@@ -268,13 +277,9 @@ async fn dead_letter(
 
 /// A message that cannot be handled at all (undecodable, unknown campaign).
 async fn poison(ctx: &Ctx, msg: &Message, reason: String) {
-    // mail.outbox.<campaign>.<domain>: the campaign token names where the dead letter goes.
-    let campaign = msg
-        .subject
-        .split('.')
-        .nth(2)
-        .filter(|c| topology::validate_campaign_id(c).is_ok())
-        .unwrap_or("unknown")
+    // The subject's campaign names where the dead letter goes.
+    let campaign = topology::OutboxSubject::parse(&msg.subject)
+        .map_or("unknown", |s| s.campaign)
         .to_string();
     let info = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
     let dl = DeadLetter {
@@ -288,7 +293,7 @@ async fn poison(ctx: &Ctx, msg: &Message, reason: String) {
         attempts: vec![attempt(ctx, "-", None, reason.clone())],
         at_ms: now_ms(),
     };
-    let id = format!("poison.{info}");
+    let id = topology::poison_msg_id(info);
     if publish_dead(ctx, &id, &dl).await {
         ctx.stats.dead.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(subject = %msg.subject, reason = %reason, "poison message moved to MAIL_DEAD");
@@ -318,7 +323,7 @@ async fn hand_back(ctx: &Ctx, msg: &Message, delivery: i64, delay: std::time::Du
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(
         async_nats::header::NATS_MESSAGE_ID,
-        format!("requeue.{stream_seq}").as_str(),
+        topology::requeue_msg_id(stream_seq).as_str(),
     );
     headers.insert(REQUEUED_HEADER, "1");
     let published = ctx

@@ -3,6 +3,7 @@
 //! message"). Many instances share the consumer; the broker balances the load.
 
 pub mod campaigns;
+pub mod check;
 pub mod circuit;
 pub mod deliver;
 pub mod heartbeat;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::{pull, Consumer};
 use async_nats::jetstream::AckKind;
 use futures::StreamExt;
+use jetmail_common::config::{format_duration, format_durations};
 use jetmail_common::topology::{self, Topology};
 use jetmail_common::wire::SenderState;
 use tokio::sync::Semaphore;
@@ -31,13 +33,17 @@ pub struct SenderConfig {
     pub id: String,
     pub host: String,
     pub relays: Vec<RelayUrl>,
+    /// EHLO name, private CA, connection limit: what every relay shares.
+    pub relay_options: smtp::RelayOptions,
     pub concurrency: usize,
     pub heartbeat_interval: Duration,
-    /// Nak delay after the n-th failed delivery; MaxDeliver is its length + 1.
-    pub retry_backoff: Vec<Duration>,
+    /// The retry schedule this sender was told to expect (`--retry-backoff`). The fleet's
+    /// schedule is the topology's ([`topology::SendersPolicy`]); a different one is reported.
+    pub retry_backoff: Option<Vec<Duration>>,
     pub send_timeout: Duration,
-    /// Ack wait of the shared consumer; a message whose sender died comes back after it.
-    pub ack_wait: Duration,
+    /// The ack wait this sender was told to expect (`--ack-wait`), reported like
+    /// [`SenderConfig::retry_backoff`] when the fleet's differs.
+    pub ack_wait: Option<Duration>,
     pub drain_timeout: Duration,
     pub circuit_failures: u32,
     pub circuit_cooldown: Duration,
@@ -53,8 +59,10 @@ pub struct SenderConfig {
 pub enum SenderError {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("cannot create the senders consumer: {0}")]
-    Consumer(String),
+    #[error("cannot use the senders consumer: {0}")]
+    Consumer(#[source] topology::TopologyError),
+    #[error(transparent)]
+    Relay(#[from] smtp::RelayConfigError),
 }
 
 /// Counters reported in heartbeats.
@@ -74,6 +82,8 @@ pub struct Ctx {
     pub campaigns: Campaigns,
     pub relays: Vec<Relay>,
     pub stats: Stats,
+    /// The fleet's retry schedule and ack wait, read from the senders consumer.
+    pub policy: topology::SendersPolicy,
     pub max_deliver: i64,
     pub crash_on: Option<String>,
     next_relay: AtomicUsize,
@@ -93,12 +103,7 @@ impl Ctx {
 
     /// The nak delay after failed delivery number `delivery` (1-based).
     pub fn retry_delay(&self, delivery: i64) -> Duration {
-        let i = (delivery.max(1) as usize - 1).min(self.cfg.retry_backoff.len().saturating_sub(1));
-        self.cfg
-            .retry_backoff
-            .get(i)
-            .copied()
-            .unwrap_or(Duration::from_secs(30))
+        self.policy.retry_delay(delivery)
     }
 
     fn any_relay_usable(&self) -> Result<(), Duration> {
@@ -139,17 +144,44 @@ impl SenderConfig {
                 "--concurrency must be at least 1".into(),
             ));
         }
-        if self.retry_backoff.is_empty() {
+        if self.retry_backoff.as_ref().is_some_and(Vec::is_empty) {
             return Err(SenderError::Config(
                 "--retry-backoff needs at least one delay".into(),
             ));
         }
-        // A send still running when the ack wait expires would see its message redelivered.
-        if self.send_timeout * 2 > self.ack_wait {
+        Ok(())
+    }
+
+    /// Checks this sender against the fleet's policy: a send still running when the ack wait
+    /// expires would see its message redelivered, so that is refused; other differences are
+    /// reported, and the fleet's policy followed.
+    pub fn check_policy(&self, policy: &topology::SendersPolicy) -> Result<(), SenderError> {
+        if self.send_timeout * 2 > policy.ack_wait {
             return Err(SenderError::Config(format!(
-                "--send-timeout ({:?}) must be at most half of --ack-wait ({:?})",
-                self.send_timeout, self.ack_wait
+                "--send-timeout ({}) must be at most half of the senders consumer's ack wait ({}); \
+                 lower it, or raise the ack wait with `jetmail-ingest topology apply --ack-wait`",
+                format_duration(self.send_timeout),
+                format_duration(policy.ack_wait)
             )));
+        }
+        if let Some(mine) = &self.retry_backoff {
+            if mine != &policy.retry_backoff {
+                tracing::warn!(
+                    flag = %format_durations(mine),
+                    fleet = %format_durations(&policy.retry_backoff),
+                    "--retry-backoff differs from the fleet's schedule on the senders consumer; \
+                     following the fleet's (change it with `jetmail-ingest topology apply`)"
+                );
+            }
+        }
+        if let Some(mine) = self.ack_wait {
+            if mine != policy.ack_wait {
+                tracing::warn!(
+                    flag = %format_duration(mine),
+                    fleet = %format_duration(policy.ack_wait),
+                    "--ack-wait differs from the senders consumer's; following the consumer's"
+                );
+            }
         }
         Ok(())
     }
@@ -167,24 +199,17 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), SenderError> {
     cfg.validate()?;
-    let max_deliver = cfg.retry_backoff.len() as i64 + 1;
-    let consumer = senders_consumer(&topo, &cfg).await?;
-    let relays = cfg
-        .relays
-        .iter()
-        .map(|u| {
-            Relay::new(
-                u.clone(),
-                cfg.concurrency,
-                Circuit::new(cfg.circuit_failures, cfg.circuit_cooldown),
-                cfg.host.clone(),
-            )
-        })
-        .collect();
+    let (consumer, policy) = senders_consumer(&topo).await?;
+    cfg.check_policy(&policy)?;
+    let max_deliver = policy.max_deliver();
+    let relays = smtp::build_relays(&cfg.relays, &cfg.relay_options, cfg.concurrency, || {
+        Circuit::new(cfg.circuit_failures, cfg.circuit_cooldown)
+    })?;
     let ctx = Arc::new(Ctx {
         campaigns: Campaigns::new(topo.campaigns.clone()),
         relays,
         stats: Stats::default(),
+        policy,
         max_deliver,
         crash_on: cfg.crash_on.clone(),
         next_relay: AtomicUsize::new(0),
@@ -239,18 +264,13 @@ pub async fn run(
     Ok(())
 }
 
-/// Creates or updates the shared consumer so that MaxDeliver matches this sender's schedule.
+/// The shared consumer as the topology made it; never rewritten from this sender's flags.
 async fn senders_consumer(
     topo: &Topology,
-    cfg: &SenderConfig,
-) -> Result<Consumer<pull::Config>, SenderError> {
-    topo.outbox
-        .create_consumer(topology::senders_consumer_config(
-            cfg.retry_backoff.len(),
-            cfg.ack_wait,
-        ))
+) -> Result<(Consumer<pull::Config>, topology::SendersPolicy), SenderError> {
+    topology::senders_consumer(&topo.outbox)
         .await
-        .map_err(|e| SenderError::Consumer(e.to_string()))
+        .map_err(SenderError::Consumer)
 }
 
 async fn pull_loop(
@@ -308,7 +328,7 @@ async fn pull_loop(
                 tracing::warn!(error = %e, failures, "pull request failed");
                 if failures >= 3 {
                     // After a reconnect a consumer handle can stay broken: make a new one.
-                    if let Ok(c) = senders_consumer(&ctx.topo, &ctx.cfg).await {
+                    if let Ok((c, _)) = senders_consumer(&ctx.topo).await {
                         consumer = c;
                         failures = 0;
                     }

@@ -1,0 +1,437 @@
+//! The HTTP contract between ingest and its clients (the web UI, scripts, `curl`): every
+//! request and answer body of ingest's API, the routes, and the error body. Ingest serialises
+//! these types and the web UI deserialises the same ones, so the two cannot drift apart.
+//!
+//! Errors cross this boundary as `{error: <code>, field?: <field>, detail: <text>}`: clients
+//! branch on [`ErrorCode`] and [`Field`] (closed sets), never on `detail`, which is for people.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{CampaignProgress, CampaignRecord, DeadLetter, RejectedRow};
+
+/// Routes of ingest's API, as axum patterns. Clients build concrete paths with [`path`].
+pub mod route {
+    pub const HEALTH: &str = "/healthz";
+    pub const CAMPAIGNS: &str = "/v1/campaigns";
+    pub const CAMPAIGN: &str = "/v1/campaigns/{id}";
+    pub const CAMPAIGN_CONTROL: &str = "/v1/campaigns/{id}/{action}";
+    pub const PREVIEW: &str = "/v1/campaigns/preview";
+    pub const DEAD: &str = "/v1/dead";
+    pub const DEAD_REPLAY: &str = "/v1/dead/replay";
+}
+
+/// Concrete request paths, with every variable part percent-encoded.
+pub mod path {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+    use super::ControlAction;
+
+    /// RFC 3986 unreserved characters stay as they are; everything else is encoded.
+    const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+
+    /// Percent-encodes one path segment or query value.
+    pub fn encode(s: &str) -> String {
+        utf8_percent_encode(s, COMPONENT).to_string()
+    }
+
+    pub fn campaign(id: &str) -> String {
+        format!("{}/{}", super::route::CAMPAIGNS, encode(id))
+    }
+
+    pub fn control(id: &str, action: ControlAction) -> String {
+        format!("{}/{}", campaign(id), action.as_str())
+    }
+
+    /// `GET /v1/dead` with its query.
+    pub fn dead_list(q: &super::DeadQuery) -> String {
+        let mut p = format!("{}?limit={}", super::route::DEAD, q.limit);
+        if let Some(c) = &q.campaign {
+            p.push_str("&campaign=");
+            p.push_str(&encode(c));
+        }
+        if let Some(r) = &q.reason {
+            p.push_str("&reason=");
+            p.push_str(&encode(r));
+        }
+        p
+    }
+}
+
+/// Header a client sets so that a resent request finds what the first one did.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Header ingest sets on an answer that replays an earlier request's result.
+pub const IDEMPOTENT_REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// What went wrong, as a closed set clients can match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request could not be read at all (not UTF-8, a broken multipart body, a header
+    /// that is not text).
+    BadRequest,
+    /// The body is not JSON.
+    BadJson,
+    /// The body is larger than the route accepts.
+    TooLarge,
+    /// The campaign is invalid; `field` says which part, when one does.
+    InvalidCampaign,
+    /// A dead-letter filter is invalid.
+    InvalidFilter,
+    /// No such campaign, action or route.
+    NotFound,
+    /// The request contradicts the current state (a campaign id reused with other content,
+    /// resuming a finished campaign).
+    Conflict,
+    /// MAIL_OUTBOX refused more messages; retry after `Retry-After`.
+    OutboxFull,
+    /// The broker could not be reached or answered an error; retry later.
+    Broker,
+    /// A code this client does not know (a newer ingest).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The HTTP status ingest answers this code with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest | ErrorCode::BadJson => 400,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::InvalidCampaign | ErrorCode::InvalidFilter => 422,
+            ErrorCode::OutboxFull | ErrorCode::Broker => 503,
+            ErrorCode::Unknown => 500,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::InvalidCampaign => "invalid_campaign",
+            ErrorCode::InvalidFilter => "invalid_filter",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::OutboxFull => "outbox_full",
+            ErrorCode::Broker => "broker",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The part of a campaign request an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    From,
+    Subject,
+    Text,
+    Html,
+    Recipients,
+    CampaignId,
+    /// A field this client does not know (a newer ingest).
+    #[serde(other)]
+    Other,
+}
+
+impl Field {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::From => "from",
+            Field::Subject => "subject",
+            Field::Text => "text",
+            Field::Html => "html",
+            Field::Recipients => "recipients",
+            Field::CampaignId => "campaign_id",
+            Field::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every error answer of ingest's API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorCode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<Field>,
+    /// A sentence for a person; never parsed.
+    pub detail: String,
+}
+
+/// Pause, resume or cancel a campaign: parsed here and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlAction {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+impl ControlAction {
+    pub const ALL: [ControlAction; 3] = [
+        ControlAction::Pause,
+        ControlAction::Resume,
+        ControlAction::Cancel,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControlAction::Pause => "pause",
+            ControlAction::Resume => "resume",
+            ControlAction::Cancel => "cancel",
+        }
+    }
+}
+
+/// A word that is not `pause`, `resume` or `cancel`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no action {0:?} (pause, resume or cancel)")]
+pub struct UnknownAction(pub String);
+
+impl FromStr for ControlAction {
+    type Err = UnknownAction;
+
+    fn from_str(s: &str) -> Result<Self, UnknownAction> {
+        ControlAction::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| UnknownAction(s.to_string()))
+    }
+}
+
+impl fmt::Display for ControlAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One recipient of a JSON request: a bare address or an object with `email` and variables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum JsonRecipient {
+    Address(String),
+    Object(serde_json::Map<String, serde_json::Value>),
+}
+
+/// `POST /v1/campaigns` and `POST /v1/campaigns/preview` as JSON. The same requests also come
+/// as `multipart/form-data` with these field names and the recipients as a CSV file part.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignRequest {
+    pub from: String,
+    pub subject: String,
+    #[serde(default)]
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    pub recipients: Vec<JsonRecipient>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
+}
+
+/// The answer to a submitted campaign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitReport {
+    pub id: String,
+    /// Recipients in MAIL_OUTBOX for this campaign (across resumed submits).
+    pub published: u64,
+    /// The first rejected rows (all are counted in `rejected_count`).
+    #[serde(default)]
+    pub rejected: Vec<RejectedRow>,
+    #[serde(default)]
+    pub rejected_count: u64,
+    #[serde(default)]
+    pub duplicates: u64,
+    /// True when the campaign had already been fully published: nothing new was sent.
+    #[serde(default)]
+    pub replayed: bool,
+}
+
+/// The answer to a preview: the campaign rendered for its first valid recipient.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preview {
+    pub recipient: String,
+    pub subject: String,
+    pub text: String,
+    #[serde(default)]
+    pub html: Option<String>,
+    #[serde(default)]
+    pub rejected: Vec<RejectedRow>,
+}
+
+/// A campaign as the API shows it: its record, delivery progress and pending count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignView {
+    #[serde(flatten)]
+    pub record: CampaignRecord,
+    pub progress: CampaignProgress,
+    /// Recipients still in MAIL_OUTBOX, by the broker's count.
+    pub pending: u64,
+}
+
+/// `GET /v1/campaigns`: newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignList {
+    pub campaigns: Vec<CampaignView>,
+}
+
+/// Which dead letters an operation applies to. Empty matches all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
+    /// Case-insensitive substring of the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Only these MAIL_DEAD stream sequences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seqs: Option<Vec<u64>>,
+}
+
+impl DeadFilter {
+    pub fn matches(&self, e: &DeadEntry) -> bool {
+        if let Some(seqs) = &self.seqs {
+            if !seqs.contains(&e.stream_seq) {
+                return false;
+            }
+        }
+        if let Some(c) = &self.campaign {
+            if &e.letter.campaign != c {
+                return false;
+            }
+        }
+        if let Some(r) = &self.reason {
+            if !e.letter.reason.to_lowercase().contains(&r.to_lowercase()) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The query of `GET /v1/dead`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadQuery {
+    #[serde(default)]
+    pub campaign: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default = "DeadQuery::default_limit")]
+    pub limit: usize,
+}
+
+impl DeadQuery {
+    pub const DEFAULT_LIMIT: usize = 100;
+
+    fn default_limit() -> usize {
+        Self::DEFAULT_LIMIT
+    }
+}
+
+impl Default for DeadQuery {
+    fn default() -> Self {
+        Self {
+            campaign: None,
+            reason: None,
+            limit: Self::DEFAULT_LIMIT,
+        }
+    }
+}
+
+/// One dead letter with its place in MAIL_DEAD.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadEntry {
+    pub stream_seq: u64,
+    pub letter: DeadLetter,
+}
+
+/// `GET /v1/dead`: the first matching dead letters, oldest first, and how many matched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadList {
+    pub dead: Vec<DeadEntry>,
+    pub total: u64,
+}
+
+/// Outcome of a replay or purge.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkReport {
+    pub done: u64,
+    /// Dead letters that could not be handled, with the reason.
+    #[serde(default)]
+    pub errors: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_round_trip_and_unknown_codes_are_tolerated() {
+        let e = ErrorBody {
+            error: ErrorCode::InvalidCampaign,
+            field: Some(Field::Subject),
+            detail: "syntax error".into(),
+        };
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            json,
+            r#"{"error":"invalid_campaign","field":"subject","detail":"syntax error"}"#
+        );
+        assert_eq!(serde_json::from_str::<ErrorBody>(&json).unwrap(), e);
+        let newer: ErrorBody =
+            serde_json::from_str(r#"{"error":"quota","field":"budget","detail":"x"}"#).unwrap();
+        assert_eq!(
+            (newer.error, newer.field),
+            (ErrorCode::Unknown, Some(Field::Other))
+        );
+        for code in [ErrorCode::BadJson, ErrorCode::OutboxFull, ErrorCode::Broker] {
+            let s = serde_json::to_string(&code).unwrap();
+            assert_eq!(s.trim_matches('"'), code.as_str());
+        }
+    }
+
+    #[test]
+    fn control_actions_parse_once() {
+        for a in ControlAction::ALL {
+            assert_eq!(a.as_str().parse::<ControlAction>().unwrap(), a);
+        }
+        assert!("stop".parse::<ControlAction>().is_err());
+        assert_eq!(
+            path::control("c 1/x", ControlAction::Pause),
+            "/v1/campaigns/c%201%2Fx/pause"
+        );
+    }
+
+    #[test]
+    fn dead_list_paths_encode_their_query() {
+        let q = DeadQuery {
+            campaign: Some("c1".into()),
+            reason: Some("550 & more".into()),
+            limit: 5,
+        };
+        assert_eq!(
+            path::dead_list(&q),
+            "/v1/dead?limit=5&campaign=c1&reason=550%20%26%20more"
+        );
+    }
+}
