@@ -266,6 +266,10 @@ pub struct RelayHealth {
     pub url: String,
     pub circuit: CircuitState,
     pub consecutive_failures: u32,
+    /// Why the relay itself is failing (connect, TLS, EHLO, AUTH, MAIL FROM), password
+    /// redacted; `None` while it works. Older senders do not send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// Life-cycle state a sender reports.

@@ -27,6 +27,7 @@ pub fn snapshot(ctx: &Ctx, started_ms: u64) -> Heartbeat {
                     url: r.redacted().to_string(),
                     circuit: c.state(),
                     consecutive_failures: c.consecutive_failures(),
+                    last_error: r.last_error(),
                 }
             })
             .collect(),

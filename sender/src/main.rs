@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use jetmail_common::config::{parse_duration, NatsArgs};
-use jetmail_sender::smtp::RelayUrl;
+use jetmail_sender::smtp::{RelayOptions, RelayUrl};
 use jetmail_sender::SenderConfig;
 
 #[derive(Parser)]
@@ -14,8 +14,10 @@ use jetmail_sender::SenderConfig;
 struct Args {
     #[command(flatten)]
     nats: NatsArgs,
-    /// SMTP relay: smtp://host:port, smtp://user:pass@host:587?tls=starttls, smtps://host:465.
-    /// Give it more than once to route around a relay whose circuit is open.
+    /// SMTP relay: smtp://host:port, smtp://user:pass@host:587 (STARTTLS, the default with
+    /// credentials), smtps://host:465, smtp://[::1]:2525. Options: ?tls=starttls|implicit|none,
+    /// ca=FILE, tls_verify=false, max_messages=N, pipelining=false. Give it more than once to
+    /// route around a relay whose circuit is open.
     #[arg(
         long = "smtp-url",
         env = "JETMAIL_SMTP_URL",
@@ -31,16 +33,18 @@ struct Args {
     id: Option<String>,
     #[arg(long, env = "JETMAIL_HEARTBEAT_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     heartbeat_interval: Duration,
-    /// Nak delays after the 1st, 2nd, … failed delivery; MaxDeliver is their count + 1.
-    #[arg(long, env = "JETMAIL_RETRY_BACKOFF", default_value = "30s,2m,10m,30m,1h", value_delimiter = ',', value_parser = parse_duration)]
-    retry_backoff: Vec<Duration>,
+    /// The retry schedule this sender expects (nak delays after the 1st, 2nd, … failed
+    /// delivery). The fleet's schedule lives on the senders consumer (`jetmail-ingest topology
+    /// apply --retry-backoff`); a sender whose flag differs says so and follows the fleet's.
+    #[arg(long, env = "JETMAIL_RETRY_BACKOFF", value_delimiter = ',', value_parser = parse_duration)]
+    retry_backoff: Option<Vec<Duration>>,
     /// Longest one SMTP send may take, connect to final reply.
     #[arg(long, env = "JETMAIL_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     send_timeout: Duration,
-    /// Ack wait of the shared consumer (at least twice --send-timeout): a message whose sender
-    /// died is redelivered after it.
-    #[arg(long, env = "JETMAIL_ACK_WAIT", default_value = "2m", value_parser = parse_duration)]
-    ack_wait: Duration,
+    /// The ack wait this sender expects; the fleet's is the senders consumer's (`jetmail-ingest
+    /// topology apply --ack-wait`) and must be at least twice --send-timeout.
+    #[arg(long, env = "JETMAIL_ACK_WAIT", value_parser = parse_duration)]
+    ack_wait: Option<Duration>,
     /// On SIGTERM, how long to wait for sends in flight.
     #[arg(long, env = "JETMAIL_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     drain_timeout: Duration,
@@ -50,6 +54,22 @@ struct Args {
     /// How long an open circuit waits before one probe.
     #[arg(long, env = "JETMAIL_CIRCUIT_COOLDOWN", default_value = "10s", value_parser = parse_duration)]
     circuit_cooldown: Duration,
+    /// EHLO name (default: this host's name); receivers check it, so give the name the
+    /// sending address resolves to.
+    #[arg(long, env = "JETMAIL_HELO_NAME")]
+    helo_name: Option<String>,
+    /// PEM file of a private CA to trust for relays, besides the system's trust store and the
+    /// bundled roots (a relay's own ?ca=FILE takes precedence).
+    #[arg(long, env = "JETMAIL_SMTP_CA")]
+    smtp_ca: Option<std::path::PathBuf>,
+    /// Close a relay connection after this many messages (a relay's ?max_messages=N takes
+    /// precedence); for relays that refuse more per connection.
+    #[arg(long, env = "JETMAIL_MAX_MESSAGES_PER_CONNECTION", value_parser = clap::value_parser!(u32).range(1..))]
+    max_messages_per_connection: Option<u32>,
+    /// Connect to each relay (EHLO, STARTTLS, AUTH), print what was found and exit: non-zero if
+    /// a relay would fail. Needs no NATS.
+    #[arg(long, env = "JETMAIL_CHECK")]
+    check: bool,
 }
 
 fn default_id() -> String {
@@ -73,11 +93,20 @@ async fn main() -> anyhow::Result<()> {
     jetmail_common::telemetry::init_tracing();
     let args = Args::parse();
     let shutdown = jetmail_common::shutdown::shutdown_token();
+    let relay_options = RelayOptions {
+        ca: args.smtp_ca,
+        max_messages_per_connection: args.max_messages_per_connection,
+        ..RelayOptions::new(args.helo_name.unwrap_or_else(hostname))
+    };
+    if args.check {
+        return check(&args.smtp_url, &relay_options, args.send_timeout).await;
+    }
     let id = jetmail_common::topology::sanitize_sender_id(&args.id.unwrap_or_else(default_id));
     let cfg = SenderConfig {
         id: id.clone(),
         host: hostname(),
         relays: args.smtp_url,
+        relay_options,
         concurrency: args.concurrency,
         heartbeat_interval: args.heartbeat_interval,
         retry_backoff: args.retry_backoff,
@@ -98,5 +127,18 @@ async fn main() -> anyhow::Result<()> {
         .connect_topology(&format!("jetmail-sender {id}"), 4096)
         .await?;
     jetmail_sender::run(cfg, client, topo, shutdown).await?;
+    Ok(())
+}
+
+/// `--check`: the report on stdout, the exit status says whether every relay works.
+async fn check(urls: &[RelayUrl], opts: &RelayOptions, timeout: Duration) -> anyhow::Result<()> {
+    let checks = jetmail_sender::check::check_relays(urls, opts, timeout).await?;
+    for c in &checks {
+        println!("{}", c.render());
+    }
+    let failed = checks.iter().filter(|c| !c.ok()).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} relays failed the check", checks.len());
+    }
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! A real SMTP server for tests and the demo: it speaks SMTP over TCP to any client, records
 //! every accepted message per recipient (the ground truth of a test), and injects faults on
-//! demand: 451 or 550 on chosen or random recipients, hang-ups, stalls after DATA, slowness,
-//! and being down altogether. Written here rather than taken from a crate because tests need
-//! to switch those faults at run time and count deliveries exactly.
+//! demand: 451 or 550 on chosen or random recipients, hang-ups, stalls after DATA, latency,
+//! connection limits (a hang-up or a 421 after N messages), a refused MAIL FROM, and being down
+//! altogether. It offers PIPELINING (RFC 2920) and counts the commands that came pipelined.
+//! Written here rather than taken from a crate because tests need to switch those faults at
+//! run time and count deliveries exactly.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -13,6 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Faults the sink injects; change them at any time with [`SmtpSink::set_faults`].
 #[derive(Debug, Clone, Default)]
@@ -25,10 +28,21 @@ pub struct Faults {
     pub stall_after_data: bool,
     /// Record the message after DATA, then close the connection without answering.
     pub drop_after_data: bool,
-    /// Wait this long before every reply.
+    /// Send every reply this long after its command arrived, as a relay this far away would:
+    /// replies to commands that arrived together (pipelined) leave together.
     pub delay: Duration,
     /// Answer `421` to new connections.
     pub greet_tempfail: bool,
+    /// Do not offer PIPELINING in the EHLO reply.
+    pub no_pipelining: bool,
+    /// Close the connection without a word after this many messages on it (after the last
+    /// one's `250`), as relays with a per-connection limit do.
+    pub drop_every: Option<u32>,
+    /// Once this many messages were accepted on a connection, answer the next MAIL FROM with
+    /// `421 4.7.0 too many messages` and close it (Exchange, hosted relays).
+    pub tempfail_421_after: Option<u32>,
+    /// Answer every MAIL FROM with this reply (say `554 5.7.1 relaying denied`).
+    pub mail_from_reply: Option<String>,
 }
 
 /// One accepted message.
@@ -45,6 +59,8 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     counts: Mutex<HashMap<String, u64>>,
     total: AtomicU64,
+    connections: AtomicU64,
+    pipelined: AtomicU64,
     rng: AtomicU64,
     keep_bodies: bool,
     maildir: Option<std::path::PathBuf>,
@@ -157,6 +173,16 @@ impl SmtpSink {
         self.shared.counts.lock().unwrap().len()
     }
 
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// MAIL FROM commands that arrived together with the command after them (pipelined).
+    pub fn pipelined(&self) -> u64 {
+        self.shared.pipelined.load(Ordering::Relaxed)
+    }
+
     /// Extra deliveries beyond the first, summed over recipients.
     pub fn duplicates(&self) -> u64 {
         self.shared
@@ -183,6 +209,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
                     let _ = stream.set_nodelay(true);
+                    shared.connections.fetch_add(1, Ordering::Relaxed);
                     conns.spawn(session(stream, shared.clone()));
                 }
             }
@@ -195,17 +222,31 @@ fn faults(shared: &Shared) -> Faults {
     shared.faults.lock().unwrap().clone()
 }
 
+/// Writes one reply (`text` may hold several lines), `delay` after `arrived`.
 async fn reply(
     w: &mut tokio::net::tcp::OwnedWriteHalf,
     shared: &Shared,
+    arrived: Instant,
     text: &str,
 ) -> std::io::Result<()> {
     let delay = shared.faults.lock().unwrap().delay;
     if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep_until(arrived + delay).await;
     }
     w.write_all(text.as_bytes()).await?;
     w.write_all(b"\r\n").await
+}
+
+/// Reads one line into `line`; returns when it arrived: a line that was already buffered
+/// came with the read before it (the client pipelined it), so it shares that read's time.
+async fn read_line(
+    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    line: &mut Vec<u8>,
+    last: Instant,
+) -> std::io::Result<(usize, Instant)> {
+    let buffered = r.buffer().contains(&b'\n');
+    let n = r.read_until(b'\n', line).await?;
+    Ok((n, if buffered { last } else { Instant::now() }))
 }
 
 fn angle_addr(arg: &str) -> String {
@@ -220,17 +261,22 @@ fn angle_addr(arg: &str) -> String {
 async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
+    let mut at = Instant::now();
     if faults(&shared).greet_tempfail {
-        reply(&mut w, &shared, "421 4.3.2 service not available").await?;
+        reply(&mut w, &shared, at, "421 4.3.2 service not available").await?;
         return Ok(());
     }
-    reply(&mut w, &shared, "220 jetmail-sink ESMTP ready").await?;
+    reply(&mut w, &shared, at, "220 jetmail-sink ESMTP ready").await?;
     let mut from = String::new();
     let mut rcpts: Vec<String> = Vec::new();
     let mut line = Vec::new();
+    // Messages accepted on this connection, for the per-connection limits.
+    let mut accepted = 0u32;
     loop {
         line.clear();
-        if r.read_until(b'\n', &mut line).await? == 0 {
+        let n;
+        (n, at) = read_line(&mut r, &mut line, at).await?;
+        if n == 0 {
             return Ok(());
         }
         let text = String::from_utf8_lossy(&line);
@@ -238,49 +284,73 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
         let (verb, arg) = text.split_once(' ').unwrap_or((text, ""));
         match verb.to_ascii_uppercase().as_str() {
             "EHLO" => {
-                w.write_all(
-                    b"250-jetmail-sink\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-SIZE 52428800\r\n250 ENHANCEDSTATUSCODES\r\n",
-                )
-                .await?
+                let pipelining = if faults(&shared).no_pipelining {
+                    ""
+                } else {
+                    "250-PIPELINING\r\n"
+                };
+                let ehlo = format!(
+                    "250-jetmail-sink\r\n{pipelining}250-8BITMIME\r\n250-SMTPUTF8\r\n250-SIZE 52428800\r\n250 ENHANCEDSTATUSCODES"
+                );
+                reply(&mut w, &shared, at, &ehlo).await?
             }
-            "HELO" => reply(&mut w, &shared, "250 jetmail-sink").await?,
+            "HELO" => reply(&mut w, &shared, at, "250 jetmail-sink").await?,
             "MAIL" => {
+                if r.buffer().contains(&b'\n') {
+                    shared.pipelined.fetch_add(1, Ordering::Relaxed);
+                }
+                let f = faults(&shared);
+                if f.tempfail_421_after.is_some_and(|n| accepted >= n) {
+                    reply(&mut w, &shared, at, "421 4.7.0 too many messages, closing").await?;
+                    return Ok(());
+                }
+                if let Some(text) = f.mail_from_reply {
+                    reply(&mut w, &shared, at, &text).await?;
+                    continue;
+                }
                 from = angle_addr(arg);
                 rcpts.clear();
-                reply(&mut w, &shared, "250 2.1.0 ok").await?
+                reply(&mut w, &shared, at, "250 2.1.0 ok").await?
             }
             "RCPT" => {
                 let rcpt = angle_addr(arg);
                 let f = faults(&shared);
                 if f.reject.contains(&rcpt) {
-                    reply(&mut w, &shared, "550 5.1.1 user unknown").await?
+                    reply(&mut w, &shared, at, "550 5.1.1 user unknown").await?
                 } else if f.tempfail_ratio > 0.0 && shared.random() < f.tempfail_ratio {
-                    reply(&mut w, &shared, "451 4.7.1 try again later").await?
+                    reply(&mut w, &shared, at, "451 4.7.1 try again later").await?
                 } else {
                     rcpts.push(rcpt);
-                    reply(&mut w, &shared, "250 2.1.5 ok").await?
+                    reply(&mut w, &shared, at, "250 2.1.5 ok").await?
                 }
             }
             "DATA" => {
                 if rcpts.is_empty() {
-                    reply(&mut w, &shared, "554 5.5.1 no valid recipients").await?;
+                    reply(&mut w, &shared, at, "554 5.5.1 no valid recipients").await?;
                     continue;
                 }
-                reply(&mut w, &shared, "354 end data with <CR><LF>.<CR><LF>").await?;
+                reply(&mut w, &shared, at, "354 end data with <CR><LF>.<CR><LF>").await?;
                 let mut data = Vec::new();
                 loop {
                     line.clear();
-                    if r.read_until(b'\n', &mut line).await? == 0 {
+                    let n;
+                    (n, at) = read_line(&mut r, &mut line, at).await?;
+                    if n == 0 {
                         return Ok(());
                     }
                     if line == b".\r\n" || line == b".\n" {
                         break;
                     }
-                    let body = if line.starts_with(b"..") { &line[1..] } else { &line[..] };
+                    let body = if line.starts_with(b"..") {
+                        &line[1..]
+                    } else {
+                        &line[..]
+                    };
                     data.extend_from_slice(body);
                 }
                 record(&shared, &from, &rcpts, data);
                 rcpts.clear();
+                accepted += 1;
                 let f = faults(&shared);
                 if f.stall_after_data {
                     // Never answer; hold the connection until the client gives up.
@@ -289,18 +359,21 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
                 if f.drop_after_data {
                     return Ok(());
                 }
-                reply(&mut w, &shared, "250 2.0.0 queued").await?
+                reply(&mut w, &shared, at, "250 2.0.0 queued").await?;
+                if f.drop_every.is_some_and(|n| accepted >= n) {
+                    return Ok(());
+                }
             }
             "RSET" => {
                 rcpts.clear();
-                reply(&mut w, &shared, "250 2.0.0 ok").await?
+                reply(&mut w, &shared, at, "250 2.0.0 ok").await?
             }
-            "NOOP" => reply(&mut w, &shared, "250 2.0.0 ok").await?,
+            "NOOP" => reply(&mut w, &shared, at, "250 2.0.0 ok").await?,
             "QUIT" => {
-                reply(&mut w, &shared, "221 2.0.0 bye").await?;
+                reply(&mut w, &shared, at, "221 2.0.0 bye").await?;
                 return Ok(());
             }
-            _ => reply(&mut w, &shared, "502 5.5.2 command not recognized").await?,
+            _ => reply(&mut w, &shared, at, "502 5.5.2 command not recognized").await?,
         }
     }
 }

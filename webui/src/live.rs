@@ -759,6 +759,7 @@ mod tests {
                 url: "smtp://r".into(),
                 circuit: CircuitState::HalfOpen,
                 consecutive_failures: 2,
+                last_error: None,
             }],
             in_flight: 1,
             sent: 2,

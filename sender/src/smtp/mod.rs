@@ -2,298 +2,191 @@
 //! transport puts a connection back after a send its caller abandoned (our per-send timeout),
 //! and its `send` cannot tell a failure before the final "." of DATA from one after it. Here a
 //! connection whose send timed out or broke is closed, never reused, and every failure says
-//! whether the relay may have accepted the message ([`SendOutcome::Unknown`]).
+//! whose it is: the relay's ([`SendOutcome::RelayFailed`]: connect, TLS, EHLO, AUTH, MAIL
+//! FROM), the recipient's (RCPT, the reply after DATA), or nobody knows
+//! ([`SendOutcome::Unknown`]: the relay may have accepted the message).
 
-use std::str::FromStr;
+mod session;
+pub mod tls;
+mod url;
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
-use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::commands::{Mail, Rcpt};
+use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
 use lettre::Address;
 
 use crate::circuit::Circuit;
-
-/// How a relay is reached: `smtp://host:port`, `smtp://user:pass@host:587?tls=starttls`,
-/// `smtps://host:465`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayUrl {
-    pub host: String,
-    pub port: u16,
-    pub tls: TlsMode,
-    pub user: Option<String>,
-    pub password: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    None,
-    StartTls,
-    Implicit,
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-impl FromStr for RelayUrl {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (scheme, rest) = s
-            .split_once("://")
-            .ok_or_else(|| format!("{s:?}: expected smtp://host:port or smtps://host:port"))?;
-        let mut tls = match scheme {
-            "smtp" => TlsMode::None,
-            "smtps" => TlsMode::Implicit,
-            other => return Err(format!("{s:?}: unknown scheme {other:?} (smtp or smtps)")),
-        };
-        let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let authority = authority.trim_end_matches('/');
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (
-                h.to_string(),
-                p.parse::<u16>()
-                    .map_err(|_| format!("{s:?}: bad port {p:?}"))?,
-            ),
-            None => (
-                hostport.to_string(),
-                if tls == TlsMode::Implicit { 465 } else { 25 },
-            ),
-        };
-        if host.is_empty() {
-            return Err(format!("{s:?}: missing host"));
-        }
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("tls", "starttls")) => tls = TlsMode::StartTls,
-                Some(("tls", "none")) if tls != TlsMode::Implicit => tls = TlsMode::None,
-                Some(("tls", "implicit")) => tls = TlsMode::Implicit,
-                _ => {
-                    return Err(format!(
-                        "{s:?}: unknown option {pair:?} (tls=starttls|implicit|none)"
-                    ))
-                }
-            }
-        }
-        let (user, password) = match userinfo {
-            Some(u) => match u.split_once(':') {
-                Some((u, p)) => (Some(percent_decode(u)), Some(percent_decode(p))),
-                None => (Some(percent_decode(u)), None),
-            },
-            None => (None, None),
-        };
-        Ok(Self {
-            host,
-            port,
-            tls,
-            user,
-            password,
-        })
-    }
-}
-
-impl RelayUrl {
-    /// The URL without its password, for logs and the health map.
-    pub fn redacted(&self) -> String {
-        let scheme = if self.tls == TlsMode::Implicit {
-            "smtps"
-        } else {
-            "smtp"
-        };
-        let user = self
-            .user
-            .as_deref()
-            .map(|u| format!("{u}@"))
-            .unwrap_or_default();
-        let q = if self.tls == TlsMode::StartTls {
-            "?tls=starttls"
-        } else {
-            ""
-        };
-        format!("{scheme}://{user}{}:{}{q}", self.host, self.port)
-    }
-}
+pub use session::{client_id, Connector, Extensions, Session, SessionError, Stage};
+pub use tls::{SystemRoots, TlsConfigError};
+pub use url::{RelayUrl, RelayUrlError, TlsMode};
 
 /// What happened to one send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
     /// The relay accepted the message (2xx after DATA).
     Accepted,
-    /// Try again later: 4xx, connection refused or reset, TLS failure, timeout before the
-    /// message was fully written.
+    /// The relay itself failed (connect, TLS, EHLO, AUTH, MAIL FROM, a broken session before
+    /// RCPT was answered): the message was not tried and is handed back; the failure counts
+    /// toward the relay's circuit, never toward the recipient's retries.
+    RelayFailed { code: Option<u16>, text: String },
+    /// Try this recipient again later: 4xx to RCPT or after DATA, a timeout before the message
+    /// was fully written.
     Transient { code: Option<u16>, text: String },
-    /// The relay refused the message for good (5xx).
+    /// The relay refused this recipient or message for good (5xx to RCPT or after DATA).
     Permanent { code: Option<u16>, text: String },
     /// The connection broke or timed out after the final "." of DATA: the relay may have
     /// accepted it. Retried like a transient failure; the one case that can mail twice.
     Unknown { text: String },
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Connect,
-    Envelope,
-    /// The message body was written; only the final reply was missing.
-    Body,
+/// Settings every relay shares, from the command line.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// EHLO name (`--helo-name`); receivers check it against the sending address.
+    pub helo_name: String,
+    /// `--smtp-ca`: a private CA trusted for every relay without its own `?ca=`.
+    pub ca: Option<std::path::PathBuf>,
+    /// `--max-messages-per-connection`, for relays without `?max_messages=`.
+    pub max_messages_per_connection: Option<u32>,
+    pub connect_timeout: Duration,
 }
 
-fn code_of(e: &lettre::transport::smtp::Error) -> Option<u16> {
-    e.status()
-        .map(|c| u16::from_str(&c.to_string()).unwrap_or(0))
-}
-
-/// Why a send attempt failed: an SMTP-level error from lettre, or our own socket set-up.
-enum Fail {
-    Smtp(lettre::transport::smtp::Error),
-    Io(std::io::Error),
-}
-
-impl From<lettre::transport::smtp::Error> for Fail {
-    fn from(e: lettre::transport::smtp::Error) -> Self {
-        Fail::Smtp(e)
-    }
-}
-
-fn classify(e: Fail, stage: Stage) -> SendOutcome {
-    let e = match e {
-        Fail::Smtp(e) => e,
-        Fail::Io(e) => {
-            return SendOutcome::Transient {
-                code: None,
-                text: format!("connection: {e}"),
-            }
+impl RelayOptions {
+    pub fn new(helo_name: String) -> Self {
+        Self {
+            helo_name,
+            ca: None,
+            max_messages_per_connection: None,
+            connect_timeout: Duration::from_secs(10),
         }
-    };
-    let code = code_of(&e);
-    let text = e.to_string();
-    if e.is_permanent() {
-        SendOutcome::Permanent { code, text }
-    } else if e.is_transient() {
-        SendOutcome::Transient { code, text }
-    } else if stage == Stage::Body {
-        SendOutcome::Unknown { text }
-    } else {
-        SendOutcome::Transient { code, text }
     }
+}
+
+/// Why a relay cannot be set up: a start-up error.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayConfigError {
+    #[error(transparent)]
+    Tls(#[from] TlsConfigError),
 }
 
 /// Connections idle longer than this are checked with NOOP before use: the relay may have
 /// closed them.
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 
+/// The relay's own health as the last sends saw it, for logs and heartbeats: its last
+/// failure while it is failing, `None` once a send got through to a recipient.
+#[derive(Default)]
+struct Health {
+    last_error: Option<String>,
+}
+
 /// One relay: its address, a pool of open connections and its circuit breaker.
 pub struct Relay {
     pub url: RelayUrl,
     redacted: String,
-    hello: ClientId,
-    connect_timeout: Duration,
-    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    connector: Connector,
+    max_messages: Option<u32>,
+    idle: Mutex<Vec<Session>>,
     max_idle: usize,
+    health: Mutex<Health>,
     pub circuit: Mutex<Circuit>,
 }
 
+/// How one try on one session ended.
+enum Try {
+    Done(SendOutcome),
+    /// A reused session turned out closed, or the relay said 421 before taking the message:
+    /// nothing was delivered, so try again at once on a new connection.
+    Reconnect(String),
+}
+
 impl Relay {
-    pub fn new(url: RelayUrl, max_idle: usize, circuit: Circuit, hello: String) -> Self {
-        Self {
-            redacted: url.redacted(),
+    /// Sets up a relay: reads its CA, builds its TLS settings, and warns about settings that
+    /// weaken security. `system` is the OS trust store, loaded once for all relays.
+    pub fn new(
+        url: RelayUrl,
+        opts: &RelayOptions,
+        system: &SystemRoots,
+        max_idle: usize,
+        circuit: Circuit,
+    ) -> Result<Self, RelayConfigError> {
+        let redacted = url.redacted();
+        let tls = if url.tls == TlsMode::None {
+            None
+        } else {
+            let roots = tls::extra_roots(&url, opts.ca.as_deref(), system)?;
+            Some(tls::tls_parameters(&url, &roots)?)
+        };
+        if !url.tls_verify {
+            tracing::warn!(relay = %redacted, "tls_verify=false: the relay's certificate is not checked; anyone on the path can read the mail and the password");
+        }
+        if url.plain_auth() {
+            tracing::warn!(relay = %redacted, "tls=none with credentials: the password crosses the network in clear");
+        }
+        Ok(Self {
+            max_messages: url.max_messages.or(opts.max_messages_per_connection),
+            connector: Connector {
+                hello: client_id(&opts.helo_name),
+                tls,
+                connect_timeout: opts.connect_timeout,
+                url: url.clone(),
+            },
+            redacted,
             url,
-            hello: ClientId::Domain(hello),
-            connect_timeout: Duration::from_secs(10),
             idle: Mutex::new(Vec::new()),
             max_idle,
+            health: Mutex::new(Health::default()),
             circuit: Mutex::new(circuit),
-        }
+        })
     }
 
     pub fn redacted(&self) -> &str {
         &self.redacted
     }
 
-    async fn connect(&self) -> Result<AsyncSmtpConnection, Fail> {
-        let tls = || TlsParameters::new(self.url.host.clone());
-        let mut conn = if self.url.tls == TlsMode::Implicit {
-            AsyncSmtpConnection::connect_tokio1(
-                (self.url.host.as_str(), self.url.port),
-                Some(self.connect_timeout),
-                &self.hello,
-                Some(tls()?),
-                None,
-            )
-            .await?
-        } else {
-            // Our own socket, for TCP_NODELAY: lettre writes the message and its final "."
-            // separately, and with Nagle's algorithm that second write waits for the relay's
-            // delayed ACK (40 ms) on every message.
-            let tcp = tokio::time::timeout(
-                self.connect_timeout,
-                tokio::net::TcpStream::connect((self.url.host.as_str(), self.url.port)),
-            )
-            .await
-            .map_err(|_| {
-                Fail::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connect timed out",
-                ))
-            })?
-            .map_err(Fail::Io)?;
-            tcp.set_nodelay(true).map_err(Fail::Io)?;
-            AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello).await?
-        };
-        if self.url.tls == TlsMode::StartTls {
-            conn.starttls(tls()?, &self.hello).await?;
-        }
-        if let Some(user) = &self.url.user {
-            let creds =
-                Credentials::new(user.clone(), self.url.password.clone().unwrap_or_default());
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds)
-                .await?;
-        }
-        Ok(conn)
+    /// The relay's last failure while it is failing, for the health map.
+    pub fn last_error(&self) -> Option<String> {
+        self.health.lock().unwrap().last_error.clone()
     }
 
-    async fn checkout(&self) -> Result<AsyncSmtpConnection, Fail> {
+    /// Opens a session the way sends do, for `--check`.
+    pub async fn open(&self) -> Result<Session, SessionError> {
+        self.connector.open().await
+    }
+
+    /// A pooled session, or a new one; the flag says whether it was reused.
+    async fn checkout(&self) -> Result<(Session, bool), SessionError> {
         loop {
             let parked = self.idle.lock().unwrap().pop();
             match parked {
-                Some((mut conn, since)) => {
-                    if since.elapsed() < IDLE_CHECK || conn.test_connected().await {
-                        return Ok(conn);
+                Some(mut s) => {
+                    if s.idle_since.elapsed() < IDLE_CHECK || s.conn.test_connected().await {
+                        return Ok((s, true));
                     }
-                    conn.abort().await;
+                    s.conn.abort().await;
                 }
-                None => return self.connect().await,
+                None => return self.connector.open().await.map(|s| (s, false)),
             }
         }
     }
 
-    fn checkin(&self, conn: AsyncSmtpConnection) {
-        if conn.has_broken() {
+    fn checkin(&self, mut s: Session) {
+        if s.conn.has_broken() {
             return;
         }
+        if self.max_messages.is_some_and(|n| s.messages >= n) {
+            // The relay's limit: say goodbye now rather than meet a 421 on the next message.
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(2), s.conn.quit()).await;
+            });
+            return;
+        }
+        s.idle_since = Instant::now();
         let mut idle = self.idle.lock().unwrap();
         if idle.len() < self.max_idle {
-            idle.push((conn, Instant::now()));
+            idle.push(s);
         }
     }
 
@@ -306,67 +199,159 @@ impl Relay {
         body: &[u8],
         timeout: Duration,
     ) -> SendOutcome {
-        let mut stage = Stage::Connect;
-        let stage_ref = &mut stage;
-        let attempt = async move {
-            let mut conn = self.checkout().await.map_err(|e| (e, None))?;
-            *stage_ref = Stage::Envelope;
-            let mut opts = Vec::new();
-            let envelope_utf8 =
-                !AsRef::<str>::as_ref(from).is_ascii() || !AsRef::<str>::as_ref(to).is_ascii();
-            // Without SMTPUTF8 the relay decides: it answers 5xx, which is reported as such.
-            if envelope_utf8 && conn.server_info().supports_feature(Extension::SmtpUtfEight) {
-                opts.push(MailParameter::SmtpUtfEight);
-            }
-            if !body.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
-                opts.push(MailParameter::Body(MailBodyParameter::EightBitMime));
-            }
-            if let Err(e) = conn.command(Mail::new(Some(from.clone()), opts)).await {
-                return Err((Fail::Smtp(e), Some(conn)));
-            }
-            if let Err(e) = conn.command(Rcpt::new(to.clone(), vec![])).await {
-                return Err((Fail::Smtp(e), Some(conn)));
-            }
-            if let Err(e) = conn.command(Data).await {
-                return Err((Fail::Smtp(e), Some(conn)));
-            }
-            *stage_ref = Stage::Body;
-            match conn.message(body).await {
-                Ok(_) => Ok(conn),
-                Err(e) => Err((Fail::Smtp(e), Some(conn))),
-            }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut outcome = self.try_once(from, to, body, deadline, timeout, true).await;
+        if let Try::Reconnect(why) = &outcome {
+            tracing::debug!(relay = %self.redacted, reason = %why, "reconnecting and retrying now");
+            outcome = self
+                .try_once(from, to, body, deadline, timeout, false)
+                .await;
+        }
+        let outcome = match outcome {
+            Try::Done(o) => o,
+            // Only a reused session asks for this, and the second try is on a new one.
+            Try::Reconnect(text) => SendOutcome::RelayFailed { code: None, text },
         };
-        let result = tokio::time::timeout(timeout, attempt).await;
+        self.note(&outcome);
+        outcome
+    }
+
+    async fn try_once(
+        &self,
+        from: &Address,
+        to: &Address,
+        body: &[u8],
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+        may_reuse: bool,
+    ) -> Try {
+        let mut stage = Stage::Connect;
+        let mut reused = false;
+        let mut parked: Option<Session> = None;
+        let attempt = self.exchange(
+            from,
+            to,
+            body,
+            may_reuse,
+            &mut stage,
+            &mut reused,
+            &mut parked,
+        );
+        let result = tokio::time::timeout_at(deadline, attempt).await;
         match result {
-            Ok(Ok(conn)) => {
-                self.checkin(conn);
-                SendOutcome::Accepted
+            Ok(Ok(mut s)) => {
+                s.messages += 1;
+                self.checkin(s);
+                Try::Done(SendOutcome::Accepted)
             }
-            Ok(Err((e, conn))) => {
-                let outcome = classify(e, stage);
+            Ok(Err(e)) => {
+                let code = e.code();
+                let stage = e.stage();
+                // 421: the relay is closing this session (a limit reached, shutting down).
+                if reused
+                    && stage <= Stage::Body
+                    && (code == Some(421) || (code.is_none() && stage < Stage::Body))
+                {
+                    if let Some(mut s) = parked {
+                        s.conn.abort().await;
+                    }
+                    return Try::Reconnect(e.to_string());
+                }
                 // After a refused command the session is intact: reset it and keep it.
-                if let (Some(mut conn), true) = (
-                    conn,
-                    matches!(
-                        outcome,
-                        SendOutcome::Permanent { .. }
-                            | SendOutcome::Transient { code: Some(_), .. }
-                    ),
-                ) {
-                    if stage != Stage::Body && conn.command(Rset).await.is_ok() {
-                        self.checkin(conn);
+                if let Some(mut s) = parked {
+                    if code.is_some_and(|c| c != 421) && stage < Stage::Body && s.reset().await {
+                        self.checkin(s);
                     } else {
-                        conn.abort().await;
+                        s.conn.abort().await;
                     }
                 }
-                outcome
+                Try::Done(classify(&e))
             }
             Err(_) => {
-                let text = format!("no answer within {}", humantime_secs(timeout));
-                if stage == Stage::Body {
-                    SendOutcome::Unknown { text }
-                } else {
-                    SendOutcome::Transient { code: None, text }
+                // The session, if any, was dropped with the future: never reused.
+                let text = format!("no answer within {:.1}s ({stage})", timeout.as_secs_f64());
+                // Before the message was written the relay is just slow: its failure.
+                Try::Done(match stage {
+                    Stage::Body => SendOutcome::Unknown { text },
+                    _ => SendOutcome::RelayFailed { code: None, text },
+                })
+            }
+        }
+    }
+
+    /// The exchange itself. On failure, a session that may still be usable is left in
+    /// `parked`; `stage` and `reused` tell the caller where a timeout struck.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &self,
+        from: &Address,
+        to: &Address,
+        body: &[u8],
+        may_reuse: bool,
+        stage: &mut Stage,
+        reused: &mut bool,
+        parked: &mut Option<Session>,
+    ) -> Result<Session, SessionError> {
+        let mut s = if may_reuse {
+            let (s, was_pooled) = self.checkout().await?;
+            *reused = was_pooled;
+            s
+        } else {
+            self.connector.open().await?
+        };
+        let mut opts = Vec::new();
+        let envelope_utf8 =
+            !AsRef::<str>::as_ref(from).is_ascii() || !AsRef::<str>::as_ref(to).is_ascii();
+        // Without SMTPUTF8 the relay decides: it answers 5xx, which is reported as such.
+        if envelope_utf8
+            && s.conn
+                .server_info()
+                .supports_feature(Extension::SmtpUtfEight)
+        {
+            opts.push(MailParameter::SmtpUtfEight);
+        }
+        if !body.is_ascii()
+            && s.conn
+                .server_info()
+                .supports_feature(Extension::EightBitMime)
+        {
+            opts.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let mail = Mail::new(Some(from.clone()), opts);
+        let rcpt = Rcpt::new(to.clone(), vec![]);
+        if let Err(e) = s.envelope(mail, rcpt, stage).await {
+            if e.in_step {
+                *parked = Some(s);
+            } else {
+                s.conn.abort().await;
+            }
+            return Err(e.error);
+        }
+        *stage = Stage::Body;
+        match s.body(body).await {
+            Ok(()) => Ok(s),
+            Err(e) => {
+                *parked = Some(s);
+                Err(e)
+            }
+        }
+    }
+
+    /// Logs the relay's failures at WARN once per change of state, and its recovery.
+    fn note(&self, outcome: &SendOutcome) {
+        let mut h = self.health.lock().unwrap();
+        match outcome {
+            SendOutcome::RelayFailed { text, .. } => {
+                // A different failure is a change of state too (refused, then bad password).
+                if h.last_error.as_ref() != Some(text) {
+                    tracing::warn!(relay = %self.redacted, error = %text, "relay failing; its messages are handed back untried");
+                    h.last_error = Some(text.clone());
+                }
+            }
+            SendOutcome::Unknown { .. } => {}
+            _ => {
+                if h.last_error.take().is_some() {
+                    tracing::info!(relay = %self.redacted, "relay working again");
                 }
             }
         }
@@ -374,38 +359,51 @@ impl Relay {
 
     /// Closes every pooled connection politely.
     pub async fn close(&self) {
-        let conns: Vec<_> = std::mem::take(&mut *self.idle.lock().unwrap());
-        for (mut c, _) in conns {
-            let _ = c.quit().await;
+        let sessions: Vec<_> = std::mem::take(&mut *self.idle.lock().unwrap());
+        for mut s in sessions {
+            let _ = s.conn.quit().await;
         }
     }
 }
 
-fn humantime_secs(d: Duration) -> String {
-    format!("{:.1}s", d.as_secs_f64())
+/// Whose failure it was, from where it happened and what the relay said.
+fn classify(e: &SessionError) -> SendOutcome {
+    let code = e.code();
+    let mut text = e.to_string();
+    if e.is_tls() {
+        text.push_str(
+            " (a relay with a certificate from a private CA needs --smtp-ca FILE or ?ca=FILE)",
+        );
+    }
+    let permanent = code.is_some_and(|c| c >= 500);
+    match e.stage() {
+        Stage::Connect | Stage::Greeting | Stage::StartTls | Stage::Auth | Stage::Mail => {
+            SendOutcome::RelayFailed { code, text }
+        }
+        // 421 closes the session whatever command it answers: the relay's state, not the
+        // recipient's.
+        _ if code == Some(421) => SendOutcome::RelayFailed { code, text },
+        // A session that broke before the message was written: the relay's too.
+        Stage::Rcpt | Stage::Data if code.is_none() => SendOutcome::RelayFailed { code, text },
+        Stage::Body if code.is_none() => SendOutcome::Unknown { text },
+        _ if permanent => SendOutcome::Permanent { code, text },
+        _ => SendOutcome::Transient { code, text },
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_relay_urls() {
-        let u: RelayUrl = "smtp://127.0.0.1:2525".parse().unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.tls),
-            ("127.0.0.1", 2525, TlsMode::None)
-        );
-        let u: RelayUrl = "smtp://me:p%40ss@mail.example.com:587?tls=starttls"
-            .parse()
-            .unwrap();
-        assert_eq!(u.tls, TlsMode::StartTls);
-        assert_eq!(u.password.as_deref(), Some("p@ss"));
-        assert_eq!(u.redacted(), "smtp://me@mail.example.com:587?tls=starttls");
-        let u: RelayUrl = "smtps://mail.example.com".parse().unwrap();
-        assert_eq!((u.port, u.tls), (465, TlsMode::Implicit));
-        assert!("http://x".parse::<RelayUrl>().is_err());
-        assert!("smtp://host:notaport".parse::<RelayUrl>().is_err());
-        assert!("smtp://host:25?tls=maybe".parse::<RelayUrl>().is_err());
-    }
+/// Sets up every relay of a sender, loading the OS trust store once if any relay uses TLS.
+pub fn build_relays(
+    urls: &[RelayUrl],
+    opts: &RelayOptions,
+    max_idle: usize,
+    circuit: impl Fn() -> Circuit,
+) -> Result<Vec<Relay>, RelayConfigError> {
+    let system = if urls.iter().any(|u| u.tls != TlsMode::None) {
+        SystemRoots::load()
+    } else {
+        SystemRoots::default()
+    };
+    urls.iter()
+        .map(|u| Relay::new(u.clone(), opts, &system, max_idle, circuit()))
+        .collect()
 }

@@ -573,6 +573,7 @@ async fn sender_map_shows_states_escapes_hosts_and_marks_silent_senders_down() {
             url: "smtp://relay.example:25".into(),
             circuit: CircuitState::Open,
             consecutive_failures: 5,
+            last_error: None,
         }],
         in_flight: 3,
         sent: 42,

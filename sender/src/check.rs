@@ -1,0 +1,333 @@
+//! `jetmail-sender --check`: connects to each configured relay the way sends do (EHLO,
+//! STARTTLS, AUTH) and says what it found: extensions, TLS version, the certificate and who
+//! issued it, the AUTH result. An operator runs it before a campaign; it exits non-zero when
+//! a relay would fail.
+//!
+//! lettre does not tell the negotiated TLS version, nor show a certificate it refused, so a
+//! first connection goes as far as the TLS handshake with rustls directly, recording the
+//! certificate the relay presents even when it is not trusted; the second is the senders' own
+//! [`Relay::open`], the one that decides.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lettre::transport::smtp::authentication::Mechanism;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::circuit::Circuit;
+use crate::smtp::{self, Relay, RelayConfigError, RelayOptions, RelayUrl, SystemRoots, TlsMode};
+
+/// What `--check` found about one relay.
+pub struct RelayCheck {
+    pub relay: String,
+    /// The report, one `name  value` line each.
+    pub lines: Vec<(String, String)>,
+    /// `None` when the relay would work; else why not.
+    pub failure: Option<String>,
+}
+
+impl RelayCheck {
+    pub fn ok(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    /// The report as an operator reads it.
+    pub fn render(&self) -> String {
+        let mut out = format!("relay {}\n", self.relay);
+        for (k, v) in &self.lines {
+            let _ = writeln!(out, "  {k:<12} {v}");
+        }
+        let result = match &self.failure {
+            None => "OK".to_string(),
+            Some(f) => format!("FAILED: {f}"),
+        };
+        let _ = writeln!(out, "  {:<12} {result}", "result");
+        out
+    }
+}
+
+/// Checks every relay in turn, each bounded by `timeout`.
+pub async fn check_relays(
+    urls: &[RelayUrl],
+    opts: &RelayOptions,
+    timeout: Duration,
+) -> Result<Vec<RelayCheck>, RelayConfigError> {
+    let relays = smtp::build_relays(urls, opts, 1, || Circuit::new(1, Duration::ZERO))?;
+    let system = SystemRoots::load();
+    let mut out = Vec::new();
+    for relay in &relays {
+        let mut c = RelayCheck {
+            relay: relay.redacted().to_string(),
+            lines: Vec::new(),
+            failure: None,
+        };
+        let run = check_one(relay, opts, &system, &mut c);
+        if tokio::time::timeout(timeout, run).await.is_err() {
+            c.failure = Some(format!("no answer within {timeout:?}"));
+        }
+        out.push(c);
+    }
+    Ok(out)
+}
+
+async fn check_one(relay: &Relay, opts: &RelayOptions, system: &SystemRoots, c: &mut RelayCheck) {
+    let url = &relay.url;
+    if url.tls != TlsMode::None {
+        match probe_tls(url, opts, system).await {
+            Ok(t) => {
+                c.lines.push(("TLS".into(), t.version));
+                c.lines.push(("certificate".into(), t.certificate));
+            }
+            Err(p) => {
+                if let Some(cert) = p.certificate {
+                    c.lines.push(("certificate".into(), cert));
+                }
+                c.lines.push(("TLS".into(), format!("failed: {}", p.error)));
+            }
+        }
+    } else {
+        c.lines.push(("TLS".into(), "none (tls=none)".into()));
+    }
+    match relay.open().await {
+        Ok(mut s) => {
+            c.lines
+                .push(("extensions".into(), s.extensions.lines.join(", ")));
+            c.lines.push((
+                "pipelining".into(),
+                if s.pipelining { "yes" } else { "no" }.into(),
+            ));
+            let auth = match &url.user {
+                None => "not configured (no user in the URL)".to_string(),
+                Some(user) => {
+                    let mech = s
+                        .conn
+                        .server_info()
+                        .get_auth_mechanism(&[Mechanism::Plain, Mechanism::Login])
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default();
+                    format!("ok as {user}{mech}")
+                }
+            };
+            c.lines.push(("AUTH".into(), auth));
+            let _ = s.conn.quit().await;
+        }
+        Err(e) => {
+            if e.stage() == smtp::Stage::Auth {
+                c.lines.push(("AUTH".into(), format!("failed: {e}")));
+            }
+            let mut why = e.to_string();
+            if e.is_tls() {
+                why.push_str(" (a relay with a certificate from a private CA needs --smtp-ca FILE or ?ca=FILE)");
+            }
+            c.failure = Some(why);
+        }
+    }
+}
+
+struct TlsSeen {
+    version: String,
+    certificate: String,
+}
+
+struct ProbeError {
+    error: String,
+    certificate: Option<String>,
+}
+
+impl ProbeError {
+    fn new(error: impl ToString) -> Self {
+        Self {
+            error: error.to_string(),
+            certificate: None,
+        }
+    }
+}
+
+/// Up to the TLS handshake, with the trust the senders use, recording the relay's certificate.
+async fn probe_tls(
+    url: &RelayUrl,
+    opts: &RelayOptions,
+    system: &SystemRoots,
+) -> Result<TlsSeen, ProbeError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let extra = smtp::tls::extra_roots(url, opts.ca.as_deref(), system).map_err(ProbeError::new)?;
+    roots.add_parsable_certificates(extra);
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(ProbeError::new)?;
+    let verifier = Arc::new(Recording {
+        inner,
+        accept_any: !url.tls_verify,
+        seen: Mutex::new(None),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(ProbeError::new)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    let name = ServerName::try_from(url.host.clone()).map_err(ProbeError::new)?;
+    let mut tcp = TcpStream::connect((url.host.as_str(), url.port))
+        .await
+        .map_err(|e| ProbeError::new(format!("connect: {e}")))?;
+    if url.tls == TlsMode::StartTls {
+        starttls(&mut tcp, &opts.helo_name)
+            .await
+            .map_err(ProbeError::new)?;
+    }
+    let handshake = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await;
+    let certificate = verifier
+        .seen
+        .lock()
+        .unwrap()
+        .take()
+        .map(|der| describe(&der, url.tls_verify));
+    match handshake {
+        Ok(tls) => {
+            let (_, conn) = tls.get_ref();
+            let version = conn
+                .protocol_version()
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_else(|| "unknown".into());
+            let suite = conn
+                .negotiated_cipher_suite()
+                .map(|s| format!(", {:?}", s.suite()))
+                .unwrap_or_default();
+            let how = if url.tls == TlsMode::StartTls {
+                "STARTTLS"
+            } else {
+                "implicit"
+            };
+            Ok(TlsSeen {
+                version: format!("{version}{suite} ({how})"),
+                certificate: certificate.unwrap_or_else(|| "none presented".into()),
+            })
+        }
+        Err(e) => Err(ProbeError {
+            error: e.to_string(),
+            certificate,
+        }),
+    }
+}
+
+/// Greeting, EHLO and STARTTLS on a plain connection, ready for the handshake.
+async fn starttls(tcp: &mut TcpStream, helo: &str) -> Result<(), String> {
+    let (r, mut w) = tcp.split();
+    let mut r = BufReader::new(r);
+    read_reply(&mut r, 220, "greeting").await?;
+    w.write_all(format!("EHLO {helo}\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    read_reply(&mut r, 250, "EHLO").await?;
+    w.write_all(b"STARTTLS\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    read_reply(&mut r, 220, "STARTTLS").await?;
+    // Nothing may be buffered past the 220: the TLS handshake starts right after it.
+    if !r.buffer().is_empty() {
+        return Err("the relay sent data after its STARTTLS reply".into());
+    }
+    Ok(())
+}
+
+async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    want: u16,
+    what: &str,
+) -> Result<(), String> {
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await.map_err(|e| e.to_string())? == 0 {
+            return Err(format!("{what}: connection closed"));
+        }
+        text.push_str(line.trim_end());
+        // "250-..." continues a reply, "250 ..." ends it.
+        if line.as_bytes().get(3) != Some(&b'-') {
+            break;
+        }
+        text.push_str(" / ");
+    }
+    match text.get(..3).and_then(|c| c.parse::<u16>().ok()) {
+        Some(code) if code == want => Ok(()),
+        _ => Err(format!("{what}: {text}")),
+    }
+}
+
+/// Subject, issuer and expiry of a certificate, for the report.
+fn describe(der: &CertificateDer<'_>, verified: bool) -> String {
+    match x509_parser::parse_x509_certificate(der) {
+        Ok((_, cert)) => format!(
+            "subject \"{}\", issuer \"{}\", valid until {}{}",
+            cert.subject(),
+            cert.issuer(),
+            cert.validity().not_after,
+            if verified {
+                ""
+            } else {
+                " (not verified: tls_verify=false)"
+            }
+        ),
+        Err(e) => format!("unreadable certificate: {e}"),
+    }
+}
+
+/// Verifies as the senders do, keeping the certificate the relay presented.
+#[derive(Debug)]
+struct Recording {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    accept_any: bool,
+    seen: Mutex<Option<CertificateDer<'static>>>,
+}
+
+impl ServerCertVerifier for Recording {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.seen.lock().unwrap() = Some(end_entity.clone().into_owned());
+        if self.accept_any {
+            return Ok(ServerCertVerified::assertion());
+        }
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
