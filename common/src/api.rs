@@ -93,6 +93,9 @@ pub enum ErrorCode {
     OutboxFull,
     /// The broker could not be reached or answered an error; retry later.
     Broker,
+    /// Ingest found something it cannot work with (a stored record it cannot decode):
+    /// retrying will not help, an operator must look.
+    Internal,
     /// A code this client does not know (a newer ingest).
     #[serde(other)]
     Unknown,
@@ -108,7 +111,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => 413,
             ErrorCode::InvalidCampaign | ErrorCode::InvalidFilter => 422,
             ErrorCode::OutboxFull | ErrorCode::Broker => 503,
-            ErrorCode::Unknown => 500,
+            ErrorCode::Internal | ErrorCode::Unknown => 500,
         }
     }
 
@@ -123,6 +126,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::OutboxFull => "outbox_full",
             ErrorCode::Broker => "broker",
+            ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -160,6 +164,36 @@ impl Field {
             Field::CampaignId => "campaign_id",
             Field::Other => "other",
         }
+    }
+}
+
+/// A name that is not one of [`Field`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no field {0:?}")]
+pub struct UnknownField(pub String);
+
+impl Field {
+    /// Every field but [`Field::Other`], which stands for names this build does not know.
+    pub const KNOWN: [Field; 6] = [
+        Field::From,
+        Field::Subject,
+        Field::Text,
+        Field::Html,
+        Field::Recipients,
+        Field::CampaignId,
+    ];
+}
+
+/// The inverse of [`Field::as_str`]: what turns a form field's or template part's name into
+/// the typed field (`other` is not a name anyone sends).
+impl FromStr for Field {
+    type Err = UnknownField;
+
+    fn from_str(s: &str) -> Result<Self, UnknownField> {
+        Field::KNOWN
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| UnknownField(s.to_string()))
     }
 }
 
@@ -404,7 +438,16 @@ mod tests {
             (newer.error, newer.field),
             (ErrorCode::Unknown, Some(Field::Other))
         );
-        for code in [ErrorCode::BadJson, ErrorCode::OutboxFull, ErrorCode::Broker] {
+        for f in Field::KNOWN {
+            assert_eq!(f.as_str().parse::<Field>().unwrap(), f);
+        }
+        assert!("other".parse::<Field>().is_err());
+        for code in [
+            ErrorCode::BadJson,
+            ErrorCode::OutboxFull,
+            ErrorCode::Broker,
+            ErrorCode::Internal,
+        ] {
             let s = serde_json::to_string(&code).unwrap();
             assert_eq!(s.trim_matches('"'), code.as_str());
         }
