@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 pub use nats::NatsServer;
 pub use process::{bin_path, Service};
 pub use smtp::{Faults, SmtpSink};
-pub use stack::Stack;
+pub use stack::{apply_senders_policy, policy, Stack};
 
 /// A free TCP port on 127.0.0.1 (bound, then released: good enough for one test run).
 pub fn free_port() -> u16 {

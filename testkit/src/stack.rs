@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::TryStreamExt;
+use jetmail_common::config::{parse_duration, parse_duration_list};
 use jetmail_common::records::{load_progress, load_record};
-use jetmail_common::topology::{self, Topology};
+use jetmail_common::topology::{self, SendersPolicy, Topology};
 use jetmail_common::wire::{
     CampaignProgress, CampaignRecord, CampaignStatus, DeadLetter, SenderHealth,
 };
@@ -30,13 +31,23 @@ pub struct Stack {
 
 impl Stack {
     /// Starts nats-server, the sink, the monitor and `senders` senders (`s1`, `s2`, …) with
-    /// `sender_args` added to each.
+    /// `sender_args` added to each, under the default delivery policy.
     pub async fn start(senders: usize, sender_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_policy(senders, &SendersPolicy::default(), sender_args).await
+    }
+
+    /// Like [`Stack::start`], with the fleet's delivery policy (retry schedule, ack wait) set
+    /// on the senders consumer before any sender starts: senders follow the consumer, not
+    /// their own `--retry-backoff`/`--ack-wait` flags.
+    pub async fn start_with_policy(
+        senders: usize,
+        policy: &SendersPolicy,
+        sender_args: &[&str],
+    ) -> anyhow::Result<Self> {
         let nats = NatsServer::start().await?;
         let sink = SmtpSink::start().await?;
         let client = nats.client().await?;
-        let js = jetmail_common::config::jetstream_context(client.clone(), 8192);
-        let topo = topology::ensure(&js).await?;
+        let topo = apply_senders_policy(&client, policy).await?;
         let mut stack = Self {
             senders: Vec::new(),
             monitor: None,
@@ -53,6 +64,13 @@ impl Stack {
             stack.spawn_sender(&format!("s{i}"), &[])?;
         }
         Ok(stack)
+    }
+
+    /// Changes the fleet's delivery policy. Running senders keep the policy they read at
+    /// start-up (until they re-create their consumer handle): restart them to be sure.
+    pub async fn apply_policy(&self, policy: &SendersPolicy) -> anyhow::Result<()> {
+        topology::apply_senders_policy(&self.topo, policy).await?;
+        Ok(())
     }
 
     pub fn start_monitor(&mut self) -> anyhow::Result<()> {
@@ -221,4 +239,30 @@ impl Stack {
         }
         out
     }
+}
+
+/// A delivery policy written the way the flags write it: `policy("500ms,1s,2s", "6s")` is a
+/// MaxDeliver of 4 with those nak delays and a 6 s ack wait. Panics on a typo: tests only.
+pub fn policy(retry_backoff: &str, ack_wait: &str) -> SendersPolicy {
+    SendersPolicy {
+        retry_backoff: parse_duration_list(retry_backoff).expect("retry backoff"),
+        ack_wait: parse_duration(ack_wait).expect("ack wait"),
+    }
+}
+
+/// Makes sure the topology exists on the broker `client` talks to and sets the fleet's
+/// delivery policy on the senders consumer (what `jetmail-ingest topology apply` does), for
+/// tests that start their own services rather than a [`Stack`].
+pub async fn apply_senders_policy(
+    client: &async_nats::Client,
+    policy: &SendersPolicy,
+) -> anyhow::Result<Topology> {
+    let js = jetmail_common::config::jetstream_context(client.clone(), 8192);
+    let topo = topology::ensure(&js).await?;
+    let applied = topology::apply_senders_policy(&topo, policy).await?;
+    anyhow::ensure!(
+        &applied == policy,
+        "the senders consumer kept another policy: {applied:?}"
+    );
+    Ok(topo)
 }

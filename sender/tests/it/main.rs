@@ -1,6 +1,3 @@
-//! End-to-end tests of the pipeline with real processes: nats-server, an SMTP server,
-//! `jetmail-sender`s, `jetmail-monitor`, `jetmail-ingest submit`. The SMTP server's count is
-//! the ground truth.
-
-mod faults;
-mod pipeline;
+//! The sender's integration tests: the sender against real relays. Whole-system tests (every
+//! service, ingest included) live in the `jetmail-e2e` crate (`e2e/tests/it`).
+mod relays;

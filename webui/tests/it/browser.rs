@@ -172,6 +172,16 @@ async fn a_campaign_from_the_browser_end_to_end() {
     let sink = SmtpSink::start().await.unwrap();
     sink.set_faults(|f| f.delay = SMTP_DELAY);
     let nats_url = nats.url();
+    // Quick retries: the fleet's schedule lives on the senders consumer, set before any
+    // sender starts (a sender's own --retry-backoff only warns).
+    let broker = nats.client().await.unwrap();
+    let quick_retries = jetmail_common::topology::SendersPolicy {
+        retry_backoff: jetmail_testkit::policy("200ms,200ms", "1s").retry_backoff,
+        ..Default::default()
+    };
+    jetmail_testkit::apply_senders_policy(&broker, &quick_retries)
+        .await
+        .unwrap();
 
     let ingest_port = free_port();
     let mut ingest = Service::spawn(
@@ -215,8 +225,6 @@ async fn a_campaign_from_the_browser_end_to_end() {
                 id.into(),
                 "--heartbeat-interval".into(),
                 format!("{HEARTBEAT_MS}ms"),
-                "--retry-backoff".into(),
-                "200ms,200ms".into(),
                 "--drain-timeout".into(),
                 "5s".into(),
                 "--concurrency".into(),

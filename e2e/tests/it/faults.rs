@@ -4,17 +4,20 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use jetmail_common::topology::SendersPolicy;
 use jetmail_common::wire::{CircuitState, Outcome, SenderState};
-use jetmail_testkit::{wait_for, Stack};
+use jetmail_testkit::{policy, wait_for, Stack};
 
-/// Quick retries and short timeouts so faults play out in seconds, not hours.
+/// Quick retries and a short ack wait so faults play out in seconds, not hours: the fleet's
+/// policy, set on the senders consumer before any sender starts.
+fn fast() -> SendersPolicy {
+    policy("500ms,1s,2s,4s,8s,16s", "6s")
+}
+
+/// The sender flags that go with [`fast`]: a send timeout at most half its ack wait.
 const FAST: &[&str] = &[
-    "--retry-backoff",
-    "500ms,1s,2s,4s,8s,16s",
     "--send-timeout",
     "2s",
-    "--ack-wait",
-    "6s",
     "--circuit-failures",
     "3",
     "--circuit-cooldown",
@@ -54,7 +57,7 @@ async fn dead_addresses(stack: &Stack) -> anyhow::Result<HashSet<String>> {
 async fn kill_senders(n: usize, concurrency: &str, campaign: &str) -> anyhow::Result<(u64, u64)> {
     let mut args = FAST.to_vec();
     args.extend(["--concurrency", concurrency]);
-    let mut stack = Stack::start(3, &args).await?;
+    let mut stack = Stack::start_with_policy(3, &fast(), &args).await?;
     let csv = stack.write_csv("r.csv", n)?;
     stack.submit(&csv, campaign, &[])?;
     let mut kills = 0;
@@ -108,7 +111,7 @@ async fn kill_9_senders_with_one_send_in_flight_duplicates_at_most_one_per_kill(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_the_broker_and_restart_it_on_the_same_store() -> anyhow::Result<()> {
     const N: usize = 8_000;
-    let mut stack = Stack::start(3, FAST).await?;
+    let mut stack = Stack::start_with_policy(3, &fast(), FAST).await?;
     let csv = stack.write_csv("r.csv", N)?;
     stack.submit(&csv, "broker", &[])?;
     wait_for("sending to start", Duration::from_secs(60), || async {
@@ -138,7 +141,7 @@ async fn kill_9_the_broker_and_restart_it_on_the_same_store() -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_down_for_15s_opens_circuits_and_loses_nothing() -> anyhow::Result<()> {
     const N: usize = 4_000;
-    let mut stack = Stack::start(2, FAST).await?;
+    let mut stack = Stack::start_with_policy(2, &fast(), FAST).await?;
     let csv = stack.write_csv("r.csv", N)?;
     stack.submit(&csv, "down", &[])?;
     wait_for("sending to start", Duration::from_secs(60), || async {
@@ -184,16 +187,11 @@ async fn smtp_down_for_15s_opens_circuits_and_loses_nothing() -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tempfails_are_retried_and_550s_are_dead_with_their_reason() -> anyhow::Result<()> {
     const N: usize = 3_000;
-    let stack = Stack::start(
-        2,
-        &[
-            "--retry-backoff",
-            "200ms,200ms,400ms,800ms,1s,1s,1s,1s",
-            "--circuit-failures",
-            "50",
-        ],
-    )
-    .await?;
+    let retries = SendersPolicy {
+        retry_backoff: policy("200ms,200ms,400ms,800ms,1s,1s,1s,1s", "1s").retry_backoff,
+        ..SendersPolicy::default()
+    };
+    let stack = Stack::start_with_policy(2, &retries, &["--circuit-failures", "50"]).await?;
     let rejected: HashSet<String> = (0..100)
         .map(|i| format!("user{}@example.com", i * 29))
         .collect();
@@ -234,7 +232,7 @@ async fn tempfails_are_retried_and_550s_are_dead_with_their_reason() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_relay_on_one_sender_costs_nothing() -> anyhow::Result<()> {
     const N: usize = 3_000;
-    let mut stack = Stack::start(0, FAST).await?;
+    let mut stack = Stack::start_with_policy(0, &fast(), FAST).await?;
     // Baseline: B alone.
     stack.spawn_sender("b", &[])?;
     let csv = stack.write_csv("r.csv", N)?;
@@ -277,13 +275,10 @@ async fn a_dead_relay_on_one_sender_costs_nothing() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_and_crashing_messages_end_in_mail_dead() -> anyhow::Result<()> {
-    let mut stack = Stack::start(
+    let mut stack = Stack::start_with_policy(
         0,
+        &policy("100ms,100ms", "2s"),
         &[
-            "--retry-backoff",
-            "100ms,100ms",
-            "--ack-wait",
-            "2s",
             "--send-timeout",
             "1s",
             // One message at a time: with more, a bystander pulled in the same batch would die
@@ -464,18 +459,10 @@ fn control(stack: &Stack, action: &str, campaign: &str) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_stalls_after_data_is_timed_out_and_retried() -> anyhow::Result<()> {
     const N: usize = 200;
-    let stack = Stack::start(
+    let stack = Stack::start_with_policy(
         1,
-        &[
-            "--retry-backoff",
-            "500ms,1s,1s,1s,1s,1s",
-            "--send-timeout",
-            "1s",
-            "--ack-wait",
-            "4s",
-            "--circuit-failures",
-            "1000",
-        ],
+        &policy("500ms,1s,1s,1s,1s,1s", "4s"),
+        &["--send-timeout", "1s", "--circuit-failures", "1000"],
     )
     .await?;
     stack.sink.set_faults(|f| f.stall_after_data = true);
@@ -509,7 +496,7 @@ async fn a_relay_that_stalls_after_data_is_timed_out_and_retried() -> anyhow::Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_within_the_drain_deadline() -> anyhow::Result<()> {
     const N: usize = 2_000;
-    let mut stack = Stack::start(2, FAST).await?;
+    let mut stack = Stack::start_with_policy(2, &fast(), FAST).await?;
     stack
         .sink
         .set_faults(|f| f.delay = Duration::from_millis(5));
@@ -554,18 +541,14 @@ async fn sigterm_finishes_in_flight_within_the_drain_deadline() -> anyhow::Resul
 async fn pending_retries_never_stall_healthy_senders() -> anyhow::Result<()> {
     const N: usize = 4_000;
     let args = [
-        "--retry-backoff",
-        "60s,60s",
         "--circuit-failures",
         "1000000",
         "--concurrency",
         "64",
-        "--ack-wait",
-        "4s",
         "--send-timeout",
         "2s",
     ];
-    let mut stack = Stack::start(0, &args).await?;
+    let mut stack = Stack::start_with_policy(0, &policy("60s,60s", "4s"), &args).await?;
     let dead_relay = format!("smtp://127.0.0.1:{}", jetmail_testkit::free_port());
     stack.spawn_sender_with("a", &dead_relay, &[], &[])?;
     let csv = stack.write_csv("r.csv", N)?;
@@ -618,7 +601,11 @@ fn ingest(stack: &Stack, args: &[&str]) -> anyhow::Result<String> {
 /// from MAIL_DEAD and moves the counters back; a header injected through a variable is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_replayed_and_purged() -> anyhow::Result<()> {
-    let stack = Stack::start(1, &["--retry-backoff", "200ms"]).await?;
+    let quick = SendersPolicy {
+        retry_backoff: policy("200ms", "1s").retry_backoff,
+        ..SendersPolicy::default()
+    };
+    let stack = Stack::start_with_policy(1, &quick, &[]).await?;
     let rejected: HashSet<String> = (0..5).map(|i| format!("user{i}@example.com")).collect();
     stack.sink.set_faults(|f| f.reject = rejected.clone());
     let csv = stack.dir.path().join("r.csv");
@@ -680,7 +667,7 @@ async fn dead_letters_are_listed_replayed_and_purged() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_routes_around_its_dead_relay() -> anyhow::Result<()> {
     const N: usize = 600;
-    let mut stack = Stack::start(0, FAST).await?;
+    let mut stack = Stack::start_with_policy(0, &fast(), FAST).await?;
     let dead_relay = format!("smtp://127.0.0.1:{}", jetmail_testkit::free_port());
     let both = format!("{dead_relay},{}", stack.sink.url());
     stack.spawn_sender_with("s1", &both, &[], &[])?;
@@ -708,7 +695,7 @@ async fn a_sender_routes_around_its_dead_relay() -> anyhow::Result<()> {
 /// Stopping a sender after the broker went away must not wait for the broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_after_the_broker_is_gone_still_exits_cleanly() -> anyhow::Result<()> {
-    let mut stack = Stack::start(1, FAST).await?;
+    let mut stack = Stack::start_with_policy(1, &fast(), FAST).await?;
     wait_for("s1 up", Duration::from_secs(20), || async {
         stack
             .sender_health("s1")
