@@ -91,6 +91,32 @@ pub fn parse_recipient(raw: &str) -> Result<Recipient, AddressError> {
     })
 }
 
+/// Validates a bare domain (a limit's, a bounce domain's): ASCII (IDNA) form, lower-case,
+/// with a dot, no empty or hyphen-edged label.
+pub fn parse_domain(raw: &str) -> Result<String, AddressError> {
+    let d = raw.trim().trim_end_matches('.');
+    if d.is_empty() {
+        return Err(AddressError::EmptyDomain);
+    }
+    if d.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '@')
+    {
+        return Err(AddressError::InvalidDomain(raw.to_string()));
+    }
+    let ascii = idna::domain_to_ascii_strict(d)
+        .map_err(|_| AddressError::InvalidDomain(raw.to_string()))?;
+    if !ascii.contains('.') {
+        return Err(AddressError::DomainWithoutDot);
+    }
+    if ascii
+        .split('.')
+        .any(|label| label.is_empty() || label.starts_with('-') || label.ends_with('-'))
+    {
+        return Err(AddressError::InvalidDomain(raw.to_string()));
+    }
+    Ok(ascii)
+}
+
 /// The domain as one subject token: lower-case ASCII with every `.` written as `_`, so
 /// `mail.outbox.<campaign>.<domain>` keeps a fixed number of tokens.
 pub fn domain_token(ascii_domain: &str) -> String {

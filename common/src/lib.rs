@@ -7,9 +7,12 @@
 
 pub mod address;
 pub mod api;
+pub mod budget;
 pub mod config;
+pub mod limits;
 pub mod outcomes;
 pub mod records;
+pub mod schedule;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

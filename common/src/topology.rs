@@ -30,6 +30,9 @@ pub const SENT_BUCKET: &str = "mail_sent";
 /// KV bucket of failed attempts per recipient (`<campaign>.<seq>`), so that the dead letter
 /// written by whichever sender makes the last attempt carries every earlier one.
 pub const ATTEMPTS_BUCKET: &str = "mail_attempts";
+/// KV bucket of sending limits (`limit.<scope>`), their shared budgets (`budget.<scope>`)
+/// and fleet-wide back-offs (`backoff.<scope>`): see [`crate::limits`] and [`crate::budget`].
+pub const LIMITS_BUCKET: &str = "mail_limits";
 /// JetStream advisory published when a message of the senders consumer reaches MaxDeliver.
 pub const MAX_DELIVERIES_ADVISORY: &str =
     "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.MAIL_OUTBOX.senders";
@@ -168,6 +171,51 @@ impl<'a> CampaignsKey<'a> {
     }
 }
 
+/// Key of a limit in [`LIMITS_BUCKET`].
+pub fn limit_key(scope: &crate::limits::Scope) -> String {
+    format!("{LIMIT_KEY_PREFIX}.{scope}")
+}
+/// Key of a scope's shared budget in [`LIMITS_BUCKET`].
+pub fn budget_key(scope: &crate::limits::Scope) -> String {
+    format!("{BUDGET_KEY_PREFIX}.{scope}")
+}
+/// Key of a scope's fleet-wide back-off in [`LIMITS_BUCKET`].
+pub fn backoff_key(scope: &crate::limits::Scope) -> String {
+    format!("{BACKOFF_KEY_PREFIX}.{scope}")
+}
+const LIMIT_KEY_PREFIX: &str = "limit";
+const BUDGET_KEY_PREFIX: &str = "budget";
+const BACKOFF_KEY_PREFIX: &str = "backoff";
+/// Key filter of every limit (what senders watch).
+pub fn limits_filter() -> String {
+    format!("{LIMIT_KEY_PREFIX}.*")
+}
+/// Key filter of every back-off.
+pub fn backoffs_filter() -> String {
+    format!("{BACKOFF_KEY_PREFIX}.*")
+}
+
+/// What a key of [`LIMITS_BUCKET`] holds, parsed by [`LimitsKey::parse`] only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitsKey {
+    Limit(crate::limits::Scope),
+    Budget(crate::limits::Scope),
+    Backoff(crate::limits::Scope),
+}
+
+impl LimitsKey {
+    pub fn parse(key: &str) -> Option<Self> {
+        let (kind, scope) = key.split_once('.')?;
+        let scope = crate::limits::Scope::parse(scope).ok()?;
+        match kind {
+            LIMIT_KEY_PREFIX => Some(LimitsKey::Limit(scope)),
+            BUDGET_KEY_PREFIX => Some(LimitsKey::Budget(scope)),
+            BACKOFF_KEY_PREFIX => Some(LimitsKey::Backoff(scope)),
+            _ => None,
+        }
+    }
+}
+
 /// Key of one recipient in [`SENT_BUCKET`] and [`ATTEMPTS_BUCKET`].
 pub fn sent_key(campaign: &str, seq: u64) -> String {
     format!("{campaign}.{seq}")
@@ -285,6 +333,8 @@ pub struct Topology {
     pub senders: kv::Store,
     pub sent: kv::Store,
     pub attempts: kv::Store,
+    /// Sending limits, budgets and back-offs.
+    pub limits: kv::Store,
 }
 
 pub fn outbox_config() -> stream::Config {
@@ -495,8 +545,19 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> 
         ),
     )
     .await?;
+    let limits = get_or_create_bucket(
+        js,
+        LIMITS_BUCKET,
+        kv_config(
+            LIMITS_BUCKET,
+            "jetmail sending limits, shared budgets and back-offs",
+            Duration::ZERO,
+        ),
+    )
+    .await?;
     Ok(Topology {
         js: js.clone(),
+        limits,
         attempts,
         outbox,
         events,

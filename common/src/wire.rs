@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 pub const WIRE_VERSION: u32 = 1;
 
-fn wire_version() -> u32 {
+/// Serde default of every `v` field: a message without one is version 1.
+pub fn wire_version() -> u32 {
     WIRE_VERSION
 }
 
