@@ -251,6 +251,13 @@
           div.appendChild(url);
           div.appendChild(document.createTextNode(" "));
           div.appendChild(circuit);
+          if (r.last_error) {
+            // textContent: the reply of a relay is text, never markup.
+            var err = document.createElement("div");
+            err.className = "relay-error";
+            err.textContent = r.last_error;
+            div.appendChild(err);
+          }
           cell.appendChild(div);
         });
       },

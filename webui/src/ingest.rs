@@ -1,18 +1,19 @@
 //! The client of ingest's HTTP API: every change the web UI makes (a new campaign, pause,
 //! resume, cancel, replaying or discarding dead letters) is a request to ingest, which owns
-//! publishing. Forms are forwarded as multipart, the way ingest reads CSV uploads, so line
-//! numbers of rejected rows are ingest's own.
+//! publishing. Requests and answers are the types of [`jetmail_common::api`], the contract
+//! ingest serialises, so the two cannot drift apart. Forms are forwarded as multipart, the way
+//! ingest reads CSV uploads, so line numbers of rejected rows are ingest's own.
 
 use std::time::Duration;
 
-use axum::http::{header, Method, Request, StatusCode, Uri};
+use axum::http::StatusCode;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use jetmail_common::wire::{DeadLetter, RejectedRow};
-use serde::{Deserialize, Serialize};
+use jetmail_common::api::{
+    self, BulkReport, ControlAction, DeadFilter, DeadList, DeadQuery, ErrorBody, ErrorCode,
+    Preview, SubmitReport,
+};
+use reqwest::multipart::{Form, Part};
+use reqwest::{Method, Url};
 
 use crate::WebError;
 
@@ -22,23 +23,25 @@ pub const QUICK_TIMEOUT: Duration = Duration::from_secs(30);
 pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Replaying or discarding "all that match" touches every matching dead letter.
 pub const BULK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// How long connecting to ingest may take: it is on the local network or nowhere.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer read from ingest.
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
+/// How much of an answer that is not ingest's error body is shown to a person.
+const SHOWN_OF_FOREIGN_ANSWER: usize = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("ingest is unreachable at {url}: {detail}")]
-    Unreachable { url: String, detail: String },
+    /// No HTTP exchange happened; `cause` is the chain of causes ("tcp connect error:
+    /// Connection refused (os error 111)").
+    #[error("ingest is unreachable at {url}: {cause}")]
+    Unreachable { url: String, cause: String },
     #[error("ingest did not answer within {0:?}")]
     Timeout(Duration),
-    /// Ingest refused the request: `error` is its code (`invalid_campaign`, …), `detail` the
-    /// sentence a person reads.
-    #[error("ingest refused the request ({status}): {detail}")]
-    Refused {
-        status: StatusCode,
-        error: String,
-        detail: String,
-    },
+    /// Ingest refused the request. Callers branch on `body.error` and `body.field`;
+    /// `body.detail` is for people.
+    #[error("ingest refused the request ({status}): {}", body.detail)]
+    Refused { status: StatusCode, body: ErrorBody },
     #[error("ingest answered something unreadable: {0}")]
     Decode(String),
 }
@@ -54,101 +57,39 @@ pub struct CampaignForm {
     pub recipients: Bytes,
 }
 
-/// Ingest's preview: the campaign rendered for its first valid recipient.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Preview {
-    pub recipient: String,
-    pub subject: String,
-    pub text: String,
-    #[serde(default)]
-    pub html: Option<String>,
-    #[serde(default)]
-    pub rejected: Vec<RejectedRow>,
-}
-
-/// Ingest's answer to a submitted campaign.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Submitted {
-    pub id: String,
-    pub published: u64,
-    #[serde(default)]
-    pub rejected: Vec<RejectedRow>,
-    #[serde(default)]
-    pub rejected_count: u64,
-    #[serde(default)]
-    pub duplicates: u64,
-}
-
-/// One dead letter and its place in MAIL_DEAD.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct DeadEntry {
-    pub stream_seq: u64,
-    pub letter: DeadLetter,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct DeadList {
-    pub dead: Vec<DeadEntry>,
-    pub total: u64,
-}
-
-/// Which dead letters a replay or discard applies to; empty matches all.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct DeadFilter {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub campaign: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seqs: Option<Vec<u64>>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-pub struct BulkReport {
-    pub done: u64,
-    #[serde(default)]
-    pub errors: Vec<String>,
-}
-
-/// Pause, resume or cancel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    Pause,
-    Resume,
-    Cancel,
-}
-
-impl Control {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "pause" => Some(Control::Pause),
-            "resume" => Some(Control::Resume),
-            "cancel" => Some(Control::Cancel),
-            _ => None,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Control::Pause => "pause",
-            Control::Resume => "resume",
-            Control::Cancel => "cancel",
-        }
+impl CampaignForm {
+    /// The form as ingest reads it: the fields of [`api::CampaignRequest`] by name, the
+    /// recipients as a CSV file part.
+    fn multipart(&self) -> Form {
+        let recipients = Part::stream_with_length(
+            reqwest::Body::from(self.recipients.clone()),
+            self.recipients.len() as u64,
+        )
+        .file_name("recipients.csv")
+        .mime_str("text/csv")
+        .expect("text/csv is a valid media type");
+        Form::new()
+            .text("from", self.from.clone())
+            .text("subject", self.subject.clone())
+            .text("text", self.text.clone())
+            .text("html", self.html.clone())
+            .part("recipients", recipients)
     }
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    error: String,
-    #[serde(default)]
-    detail: String,
+/// What a request carries.
+enum Payload<'a> {
+    Empty,
+    Json(&'a DeadFilter),
+    Multipart(Form),
 }
 
 /// A cheap handle (clone it freely) on one pooled HTTP/1 client.
 #[derive(Clone)]
 pub struct IngestClient {
+    /// Without a trailing `/`, so a path prefix (`http://proxy/ingest`) is kept.
     base: String,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: reqwest::Client,
 }
 
 impl IngestClient {
@@ -158,19 +99,27 @@ impl IngestClient {
             url: base.to_string(),
             reason: reason.to_string(),
         };
-        let uri: Uri = base.parse().map_err(|_| bad("not a URL"))?;
-        if uri.scheme_str() != Some("http") {
+        let url = Url::parse(base).map_err(|e| bad(&format!("not a URL ({e})")))?;
+        if url.scheme() != "http" {
             return Err(bad("only http:// is supported (put TLS in a proxy)"));
         }
-        if uri.host().is_none() {
+        if url.host().is_none() {
             return Err(bad("no host"));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.set_nodelay(true);
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("a base URL has no query or fragment"));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            // Ingest is an internal service: an HTTP_PROXY set in the environment for the
+            // way out to the internet must not carry these calls elsewhere.
+            .no_proxy()
+            .build()
+            .map_err(|e| bad(&format!("cannot build an HTTP client: {e}")))?;
         Ok(Self {
-            base: base.trim_end_matches('/').to_string(),
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            base: url.as_str().trim_end_matches('/').to_string(),
+            http,
         })
     }
 
@@ -178,64 +127,56 @@ impl IngestClient {
         &self.base
     }
 
+    /// One exchange: `path_and_query` comes from [`api::route`] or [`api::path`], which
+    /// encode every variable part.
     async fn call(
         &self,
         method: Method,
         path_and_query: &str,
-        content_type: Option<&str>,
-        extra: &[(&str, &str)],
-        body: Bytes,
+        payload: Payload<'_>,
+        extra_headers: &[(&str, &str)],
         timeout: Duration,
     ) -> Result<Bytes, IngestError> {
         let url = format!("{}{}", self.base, path_and_query);
-        let mut req = Request::builder().method(method).uri(&url);
-        if let Some(ct) = content_type {
-            req = req.header(header::CONTENT_TYPE, ct);
+        let mut req = self.http.request(method, &url).timeout(timeout);
+        for (name, value) in extra_headers {
+            req = req.header(*name, *value);
         }
-        for (k, v) in extra {
-            req = req.header(*k, *v);
-        }
-        let req = req
-            .body(Full::new(body))
-            .map_err(|e| IngestError::Unreachable {
-                url: url.clone(),
-                detail: e.to_string(),
-            })?;
-        let exchange = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| IngestError::Unreachable {
+        req = match payload {
+            Payload::Empty => req,
+            Payload::Json(body) => req.json(body),
+            Payload::Multipart(form) => req.multipart(form),
+        };
+        let transport = |e: reqwest::Error| {
+            if e.is_timeout() {
+                IngestError::Timeout(timeout)
+            } else if e.is_connect() || e.is_request() || e.is_builder() {
+                IngestError::Unreachable {
                     url: url.clone(),
-                    detail: error_chain(&e),
-                })?;
-            let status = resp.status();
-            let body = Limited::new(resp.into_body(), MAX_ANSWER)
-                .collect()
-                .await
-                .map_err(|e| IngestError::Decode(e.to_string()))?
-                .to_bytes();
-            Ok::<_, IngestError>((status, body))
+                    cause: causes(&e),
+                }
+            } else {
+                IngestError::Decode(causes(&e))
+            }
         };
-        let (status, body) = tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| IngestError::Timeout(timeout))??;
-        if status.is_success() {
-            return Ok(body);
+        let mut resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        if resp.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
+            return Err(too_large());
         }
-        let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
-        let (error, detail) = match parsed {
-            Some(e) if !e.detail.is_empty() || !e.error.is_empty() => (e.error, e.detail),
-            _ => (
-                String::new(),
-                String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned(),
-            ),
-        };
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > MAX_ANSWER {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if status.is_success() {
+            return Ok(Bytes::from(body));
+        }
         Err(IngestError::Refused {
             status,
-            error,
-            detail,
+            body: error_body(status, &body),
         })
     }
 
@@ -245,14 +186,12 @@ impl IngestClient {
 
     /// Renders the campaign for its first valid recipient; publishes nothing.
     pub async fn preview(&self, form: &CampaignForm) -> Result<Preview, IngestError> {
-        let (ct, body) = multipart(form);
         let b = self
             .call(
                 Method::POST,
-                "/v1/campaigns/preview",
-                Some(&ct),
+                api::route::PREVIEW,
+                Payload::Multipart(form.multipart()),
                 &[],
-                body,
                 QUICK_TIMEOUT,
             )
             .await?;
@@ -265,62 +204,54 @@ impl IngestClient {
         &self,
         form: &CampaignForm,
         idempotency_key: &str,
-    ) -> Result<Submitted, IngestError> {
-        let (ct, body) = multipart(form);
+    ) -> Result<SubmitReport, IngestError> {
         let b = self
             .call(
                 Method::POST,
-                "/v1/campaigns",
-                Some(&ct),
-                &[("idempotency-key", idempotency_key)],
-                body,
+                api::route::CAMPAIGNS,
+                Payload::Multipart(form.multipart()),
+                &[(api::IDEMPOTENCY_KEY_HEADER, idempotency_key)],
                 SUBMIT_TIMEOUT,
             )
             .await?;
         Self::decode(&b)
     }
 
-    pub async fn control(&self, campaign: &str, action: Control) -> Result<(), IngestError> {
-        let path = format!(
-            "/v1/campaigns/{}/{}",
-            encode_component(campaign),
-            action.as_str()
-        );
-        self.call(Method::POST, &path, None, &[], Bytes::new(), QUICK_TIMEOUT)
-            .await
-            .map(|_| ())
+    pub async fn control(&self, campaign: &str, action: ControlAction) -> Result<(), IngestError> {
+        self.call(
+            Method::POST,
+            &api::path::control(campaign, action),
+            Payload::Empty,
+            &[],
+            QUICK_TIMEOUT,
+        )
+        .await
+        .map(|_| ())
     }
 
-    pub async fn dead_list(
-        &self,
-        campaign: Option<&str>,
-        reason: Option<&str>,
-        limit: usize,
-    ) -> Result<DeadList, IngestError> {
-        let mut q = format!("/v1/dead?limit={limit}");
-        if let Some(c) = campaign {
-            q.push_str("&campaign=");
-            q.push_str(&encode_component(c));
-        }
-        if let Some(r) = reason {
-            q.push_str("&reason=");
-            q.push_str(&encode_component(r));
-        }
+    pub async fn dead_list(&self, query: &DeadQuery) -> Result<DeadList, IngestError> {
         let b = self
-            .call(Method::GET, &q, None, &[], Bytes::new(), QUICK_TIMEOUT)
+            .call(
+                Method::GET,
+                &api::path::dead_list(query),
+                Payload::Empty,
+                &[],
+                QUICK_TIMEOUT,
+            )
             .await?;
         Self::decode(&b)
     }
 
     /// Re-publishes matching dead letters (ingest gives each a new message id).
     pub async fn dead_replay(&self, filter: &DeadFilter) -> Result<BulkReport, IngestError> {
-        self.dead_bulk(Method::POST, "/v1/dead/replay", filter)
+        self.dead_bulk(Method::POST, api::route::DEAD_REPLAY, filter)
             .await
     }
 
     /// Deletes matching dead letters.
     pub async fn dead_discard(&self, filter: &DeadFilter) -> Result<BulkReport, IngestError> {
-        self.dead_bulk(Method::DELETE, "/v1/dead", filter).await
+        self.dead_bulk(Method::DELETE, api::route::DEAD, filter)
+            .await
     }
 
     async fn dead_bulk(
@@ -329,109 +260,183 @@ impl IngestClient {
         path: &str,
         filter: &DeadFilter,
     ) -> Result<BulkReport, IngestError> {
-        let body = serde_json::to_vec(filter).map_err(|e| IngestError::Decode(e.to_string()))?;
         let b = self
-            .call(
-                method,
-                path,
-                Some("application/json"),
-                &[],
-                Bytes::from(body),
-                BULK_TIMEOUT,
-            )
+            .call(method, path, Payload::Json(filter), &[], BULK_TIMEOUT)
             .await?;
         Self::decode(&b)
     }
 }
 
-/// hyper's errors hide the cause (e.g. "connection refused") one or two levels down.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+fn too_large() -> IngestError {
+    IngestError::Decode(format!("the answer is larger than {MAX_ANSWER} bytes"))
 }
 
-/// Percent-encodes a path segment or query value.
-pub fn encode_component(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+/// The causes under a reqwest error, outermost first. reqwest's own message only says
+/// "error sending request for url (…)"; what a person needs ("Connection refused") is one or
+/// two sources down.
+fn causes(e: &reqwest::Error) -> String {
+    let chain: Vec<String> = std::iter::successors(std::error::Error::source(e), |c| c.source())
+        .map(ToString::to_string)
+        .collect();
+    if chain.is_empty() {
+        e.to_string()
+    } else {
+        chain.join(": ")
     }
-    out
 }
 
-/// Encodes the form as `multipart/form-data`, the recipients as a file part.
-fn multipart(form: &CampaignForm) -> (String, Bytes) {
-    // A random boundary cannot occur in the parts by chance.
-    let boundary = format!("jetmail-{}", crate::auth::random_token(16));
-    let mut body = Vec::with_capacity(form.recipients.len() + 1024);
-    let mut text_part = |name: &str, value: &str| {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n")
-                .as_bytes(),
-        );
-        body.extend_from_slice(value.as_bytes());
-        body.extend_from_slice(b"\r\n");
+/// Ingest's error body, or (an answer from something else in between: a proxy's 502 page)
+/// one made from the status, with the start of the answer as its detail.
+fn error_body(status: StatusCode, body: &[u8]) -> ErrorBody {
+    if let Ok(e) = serde_json::from_slice::<ErrorBody>(body) {
+        return e;
+    }
+    let error = match status {
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::TooLarge,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Broker,
+        _ => ErrorCode::Unknown,
     };
-    text_part("from", &form.from);
-    text_part("subject", &form.subject);
-    text_part("text", &form.text);
-    text_part("html", &form.html);
-    body.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"recipients\"; \
-             filename=\"recipients.csv\"\r\nContent-Type: text/csv\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(&form.recipients);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (
-        format!("multipart/form-data; boundary={boundary}"),
-        Bytes::from(body),
-    )
+    let shown = String::from_utf8_lossy(&body[..body.len().min(SHOWN_OF_FOREIGN_ANSWER)]);
+    let detail = if shown.trim().is_empty() {
+        status.to_string()
+    } else {
+        shown.trim().to_string()
+    };
+    ErrorBody {
+        error,
+        field: None,
+        detail,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::routing::post;
+    use jetmail_common::api::Field;
 
     #[test]
     fn refuses_urls_it_cannot_call() {
         assert!(IngestClient::new("https://ingest:8080").is_err());
         assert!(IngestClient::new("ingest:8080").is_err());
-        assert!(IngestClient::new("http://127.0.0.1:8080/").is_ok());
+        assert!(IngestClient::new("http://127.0.0.1:8080/?x=1").is_err());
+        let c = IngestClient::new("http://127.0.0.1:8080/prefix/").unwrap();
+        assert_eq!(c.base(), "http://127.0.0.1:8080/prefix");
     }
 
     #[test]
-    fn encodes_components() {
-        assert_eq!(encode_component("a b/&c"), "a%20b%2F%26c");
-        assert_eq!(encode_component("c1-x_y"), "c1-x_y");
+    fn error_bodies_are_read_whatever_answers() {
+        let e = error_body(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            br#"{"error":"invalid_campaign","field":"subject","detail":"syntax error"}"#,
+        );
+        assert_eq!(
+            (e.error, e.field),
+            (ErrorCode::InvalidCampaign, Some(Field::Subject))
+        );
+        // An ingest from before `field` existed.
+        let e = error_body(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            br#"{"error":"invalid_campaign","detail":"x"}"#,
+        );
+        assert_eq!((e.error, e.field), (ErrorCode::InvalidCampaign, None));
+        // A proxy's page.
+        let e = error_body(StatusCode::BAD_GATEWAY, b"<h1>502 Bad Gateway</h1>");
+        assert_eq!(e.error, ErrorCode::Unknown);
+        assert_eq!(e.detail, "<h1>502 Bad Gateway</h1>");
+        let e = error_body(StatusCode::PAYLOAD_TOO_LARGE, b"");
+        assert_eq!(e.error, ErrorCode::TooLarge);
+        assert!(e.detail.contains("413"), "{}", e.detail);
     }
 
-    #[test]
-    fn multipart_holds_every_field() {
-        let (ct, body) = multipart(&CampaignForm {
-            from: "a@example.com".into(),
-            subject: "Hi".into(),
-            text: "T".into(),
-            html: String::new(),
-            recipients: Bytes::from_static(b"email\nb@example.com\n"),
-        });
-        let boundary = ct.split("boundary=").nth(1).unwrap();
-        let text = String::from_utf8(body.to_vec()).unwrap();
-        assert!(text.starts_with(&format!("--{boundary}\r\n")));
-        assert!(text.ends_with(&format!("--{boundary}--\r\n")));
-        assert!(text.contains("name=\"recipients\"; filename=\"recipients.csv\""));
-        assert!(text.contains("b@example.com"));
+    #[tokio::test]
+    async fn an_unreachable_ingest_is_reported_with_its_cause() {
+        // A port nobody listens on: bound, then closed.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let c = IngestClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+        let e = c
+            .control("c1", ControlAction::Pause)
+            .await
+            .expect_err("nobody listens");
+        let text = e.to_string();
+        assert!(matches!(e, IngestError::Unreachable { .. }), "{text}");
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+        assert!(text.to_lowercase().contains("refused"), "{text}");
+    }
+
+    /// A stand-in ingest on a loopback port, serving `app`.
+    async fn serve(app: axum::Router) -> IngestClient {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        IngestClient::new(&format!("http://{addr}")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn forms_are_forwarded_as_ingest_reads_them() {
+        async fn echo(mut mp: axum::extract::Multipart) -> axum::Json<Preview> {
+            let mut seen = Vec::new();
+            while let Some(f) = mp.next_field().await.unwrap() {
+                let name = f.name().unwrap().to_string();
+                let file = f.file_name().map(str::to_string);
+                let data = f.text().await.unwrap();
+                seen.push(format!("{name}|{file:?}|{data}"));
+            }
+            axum::Json(Preview {
+                recipient: seen.join("\n"),
+                subject: String::new(),
+                text: String::new(),
+                html: None,
+                rejected: Vec::new(),
+            })
+        }
+        let c = serve(axum::Router::new().route(api::route::PREVIEW, post(echo))).await;
+        let p = c
+            .preview(&CampaignForm {
+                from: "a@example.com".into(),
+                subject: "Hi {{ name }}".into(),
+                text: "T".into(),
+                html: String::new(),
+                recipients: Bytes::from_static(b"email\nb@example.com\n"),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            p.recipient,
+            "from|None|a@example.com\nsubject|None|Hi {{ name }}\ntext|None|T\nhtml|None|\n\
+             recipients|Some(\"recipients.csv\")|email\nb@example.com\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn slow_and_oversized_answers_are_cut_off() {
+        let app = axum::Router::new()
+            .route(
+                "/slow",
+                post(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            )
+            .route("/big", post(|| async { vec![b'x'; MAX_ANSWER + 1] }));
+        let c = serve(app).await;
+        let slow = c
+            .call(
+                Method::POST,
+                "/slow",
+                Payload::Empty,
+                &[],
+                Duration::from_millis(200),
+            )
+            .await;
+        assert!(matches!(slow, Err(IngestError::Timeout(_))), "{slow:?}");
+        let big = c
+            .call(Method::POST, "/big", Payload::Empty, &[], QUICK_TIMEOUT)
+            .await;
+        assert!(matches!(big, Err(IngestError::Decode(_))), "{big:?}");
     }
 }

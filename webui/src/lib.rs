@@ -191,7 +191,8 @@ async fn security_headers(mut resp: axum::response::Response) -> axum::response:
 }
 
 /// Serves the web UI on `listener` until `shutdown`. Live streams end at once on shutdown;
-/// other requests get [`SHUTDOWN_DEADLINE`] to finish.
+/// other requests get [`SHUTDOWN_DEADLINE`] to finish, then are dropped: every change they
+/// asked for is ingest's to complete or refuse, so a dropped answer loses no mail.
 pub async fn run(
     config: Config,
     topo: Topology,
@@ -210,15 +211,28 @@ pub async fn run(
         .into_future();
     tokio::pin!(server);
     tokio::select! {
-        r = &mut server => r?,
-        _ = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(SHUTDOWN_DEADLINE).await;
-        } => {
-            tracing::warn!(deadline = ?SHUTDOWN_DEADLINE, "requests still running at the shutdown deadline: closing them");
+        // Only an I/O error ends the server before shutdown.
+        r = &mut server => {
+            r?;
+            state.wait_tasks().await;
+        }
+        _ = shutdown.cancelled() => {
+            let drained = jetmail_common::shutdown::finish_within(
+                async {
+                    (&mut server).await?;
+                    state.wait_tasks().await;
+                    Ok::<_, WebError>(())
+                },
+                SHUTDOWN_DEADLINE,
+                "web UI requests",
+                || None,
+            )
+            .await;
+            if let Some(r) = drained {
+                r?;
+            }
         }
     }
-    state.wait_tasks().await;
     tracing::info!("web UI stopped");
     Ok(())
 }

@@ -5,6 +5,7 @@
 use axum::http::{header, HeaderValue};
 use axum::response::{Html, IntoResponse, Response};
 use minijinja::{context, Environment, Value};
+use time::OffsetDateTime;
 
 use crate::auth::CurrentSession;
 use crate::AppState;
@@ -90,34 +91,27 @@ impl Templates {
     }
 }
 
-/// `2026-05-01 12:00:03 UTC` from milliseconds since the epoch (`-` for 0).
+/// `2026-05-01 12:00:03 UTC` from milliseconds since the epoch (`-` for 0, the raw number
+/// for a time past what a calendar date can say).
 pub fn format_utc(ms: u64) -> String {
     if ms == 0 {
         return "-".into();
     }
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
+    let Some(t) = i64::try_from(ms / 1000)
+        .ok()
+        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+    else {
+        return format!("{ms} ms");
+    };
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
     )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// Messages per second with one decimal below 100.
@@ -164,6 +158,8 @@ mod tests {
         assert_eq!(format_utc(0), "-");
         assert_eq!(format_utc(1_000), "1970-01-01 00:00:01 UTC");
         assert_eq!(format_utc(1_709_251_199_000), "2024-02-29 23:59:59 UTC");
+        assert_eq!(format_utc(4_102_444_800_999), "2100-01-01 00:00:00 UTC");
+        assert_eq!(format_utc(u64::MAX), format!("{} ms", u64::MAX));
         assert_eq!(format_rate(12.345), "12.3");
         assert_eq!(format_rate(1234.4), "1234");
     }

@@ -1,18 +1,23 @@
-//! Access: a shared password, server-side sessions behind an HttpOnly SameSite=Strict cookie,
-//! and a CSRF token per session that every form carries. Sessions live in this process's
-//! memory: a restart logs everyone out, which is acceptable for an operator's tool and keeps
-//! secrets out of the broker.
+//! Access: a shared password, server-side sessions ([`sessions`]) behind an HttpOnly
+//! SameSite=Strict cookie, and a CSRF token per session that every form carries. This module
+//! is the HTTP side: the session cookie, the middleware that resolves it, login and logout.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod sessions;
+
+pub use sessions::{
+    random_token, secrets_eq, CurrentSession, Flash, Sessions, StashedUpload, MAX_SESSIONS,
+    SESSION_IDLE,
+};
+
+use std::time::Duration;
 
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
-use bytes::Bytes;
+use cookie::{Cookie, SameSite};
+use jetmail_common::api;
 use minijinja::context;
 use serde::Deserialize;
 
@@ -22,81 +27,8 @@ use crate::{Access, AppState};
 pub const SESSION_COOKIE: &str = "jetmail_session";
 /// Name of the hidden CSRF field in every form.
 pub const CSRF_FIELD: &str = "csrf";
-/// A session unused for this long is forgotten.
-pub const SESSION_IDLE: Duration = Duration::from_secs(12 * 3600);
-/// Most sessions kept; anonymous ones are dropped first when it is reached.
-pub const MAX_SESSIONS: usize = 10_000;
 /// A wrong password costs this long, which slows guessing without locking anyone out.
 pub const LOGIN_FAILURE_DELAY: Duration = Duration::from_millis(300);
-
-/// `n` random bytes as lower-case hex.
-pub fn random_token(n: usize) -> String {
-    let mut buf = vec![0u8; n];
-    getrandom::getrandom(&mut buf).expect("the operating system has no random source");
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Compares without leaking where the first difference is.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// A message shown once, on the next page rendered.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Flash {
-    /// `ok` or `error`.
-    pub kind: &'static str,
-    pub message: String,
-    /// Extra lines (errors of a bulk action, rejected rows).
-    pub lines: Vec<String>,
-}
-
-impl Flash {
-    pub fn ok(message: impl Into<String>) -> Self {
-        Self {
-            kind: "ok",
-            message: message.into(),
-            lines: Vec::new(),
-        }
-    }
-    pub fn error(message: impl Into<String>) -> Self {
-        Self {
-            kind: "error",
-            message: message.into(),
-            lines: Vec::new(),
-        }
-    }
-}
-
-/// A recipients file uploaded with a preview, kept so that "Send" after "Preview" does not
-/// make the person pick the file again (browsers never refill a file input).
-#[derive(Debug, Clone)]
-pub struct StashedUpload {
-    pub token: String,
-    pub filename: String,
-    pub bytes: Bytes,
-}
-
-#[derive(Debug, Clone)]
-struct Session {
-    csrf: String,
-    authenticated: bool,
-    last_seen: Instant,
-    flash: Option<Flash>,
-    upload: Option<StashedUpload>,
-    preview_html: Option<String>,
-}
-
-/// The session of the current request, as handlers see it.
-#[derive(Debug, Clone)]
-pub struct CurrentSession {
-    pub id: String,
-    pub csrf: String,
-    pub authenticated: bool,
-}
 
 /// Put in a response's extensions to make the middleware set a new session cookie (login).
 #[derive(Debug, Clone)]
@@ -105,151 +37,37 @@ struct SetSessionCookie(String);
 #[derive(Debug, Clone)]
 struct ClearSessionCookie;
 
-/// Every session of this process.
-#[derive(Clone, Default)]
-pub struct Sessions {
-    inner: Arc<Mutex<HashMap<String, Session>>>,
-}
-
-impl Sessions {
-    fn new_session(authenticated: bool) -> (String, Session) {
-        (
-            random_token(32),
-            Session {
-                csrf: random_token(32),
-                authenticated,
-                last_seen: Instant::now(),
-                flash: None,
-                upload: None,
-                preview_html: None,
-            },
-        )
-    }
-
-    fn insert(&self, id: String, s: Session) {
-        let mut map = self.inner.lock().unwrap();
-        let now = Instant::now();
-        map.retain(|_, s| now.duration_since(s.last_seen) < SESSION_IDLE);
-        if map.len() >= MAX_SESSIONS {
-            // Anonymous sessions are cheap to make, so they go first: a flood of them cannot
-            // push out the people who logged in.
-            let mut victims: Vec<(bool, Instant, String)> = map
-                .iter()
-                .map(|(k, s)| (s.authenticated, s.last_seen, k.clone()))
-                .collect();
-            victims.sort();
-            for (_, _, k) in victims.into_iter().take(map.len() + 1 - MAX_SESSIONS) {
-                map.remove(&k);
-            }
-        }
-        map.insert(id, s);
-    }
-
-    /// Finds the session of `id`, or makes a new one (authenticated when access is open).
-    fn resolve(&self, id: Option<&str>, open: bool) -> (CurrentSession, bool) {
-        if let Some(id) = id {
-            let mut map = self.inner.lock().unwrap();
-            if let Some(s) = map.get_mut(id) {
-                if s.last_seen.elapsed() < SESSION_IDLE {
-                    s.last_seen = Instant::now();
-                    return (
-                        CurrentSession {
-                            id: id.to_string(),
-                            csrf: s.csrf.clone(),
-                            authenticated: s.authenticated || open,
-                        },
-                        false,
-                    );
-                }
-                map.remove(id);
-            }
-        }
-        let (id, s) = Self::new_session(open);
-        let current = CurrentSession {
-            id: id.clone(),
-            csrf: s.csrf.clone(),
-            authenticated: s.authenticated,
-        };
-        self.insert(id, s);
-        (current, true)
-    }
-
-    /// Replaces session `old` with a fresh authenticated one (a new id after login, so an id
-    /// planted before login is worth nothing).
-    fn login(&self, old: &str) -> String {
-        self.inner.lock().unwrap().remove(old);
-        let (id, s) = Self::new_session(true);
-        self.insert(id.clone(), s);
-        id
-    }
-
-    fn remove(&self, id: &str) {
-        self.inner.lock().unwrap().remove(id);
-    }
-
-    fn with<T>(&self, id: &str, f: impl FnOnce(&mut Session) -> T) -> Option<T> {
-        self.inner.lock().unwrap().get_mut(id).map(f)
-    }
-
-    /// Leaves a message for the next page this session sees.
-    pub fn set_flash(&self, id: &str, flash: Flash) {
-        self.with(id, |s| s.flash = Some(flash));
-    }
-
-    /// Takes the pending message, if any.
-    pub fn take_flash(&self, id: &str) -> Option<Flash> {
-        self.with(id, |s| s.flash.take()).flatten()
-    }
-
-    pub fn stash_upload(&self, id: &str, upload: StashedUpload) {
-        self.with(id, |s| s.upload = Some(upload));
-    }
-
-    /// The stashed upload if its token matches.
-    pub fn stashed_upload(&self, id: &str, token: &str) -> Option<StashedUpload> {
-        self.with(id, |s| s.upload.clone())
-            .flatten()
-            .filter(|u| constant_time_eq(u.token.as_bytes(), token.as_bytes()))
-    }
-
-    pub fn clear_upload(&self, id: &str) {
-        self.with(id, |s| s.upload = None);
-    }
-
-    pub fn set_preview_html(&self, id: &str, html: Option<String>) {
-        self.with(id, |s| s.preview_html = html);
-    }
-
-    pub fn preview_html(&self, id: &str) -> Option<String> {
-        self.with(id, |s| s.preview_html.clone()).flatten()
-    }
-}
-
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_string())
 }
 
-fn session_cookie(id: &str, secure: bool, max_age: Option<u64>) -> HeaderValue {
-    let mut c = format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
-    if let Some(age) = max_age {
-        c.push_str(&format!("; Max-Age={age}"));
+/// `Set-Cookie` for the session `id`: script cannot read it, other sites' requests do not
+/// carry it, and with `secure` (served behind TLS) it never travels in clear. An empty `id`
+/// clears the cookie.
+fn session_cookie(id: &str, secure: bool) -> HeaderValue {
+    let mut c = Cookie::build((SESSION_COOKIE, id.to_string()))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure);
+    if id.is_empty() {
+        c = c.max_age(cookie::time::Duration::ZERO);
     }
-    if secure {
-        c.push_str("; Secure");
-    }
-    HeaderValue::from_str(&c).expect("a session cookie is ASCII")
+    HeaderValue::from_str(&c.build().to_string())
+        .expect("a session id is hex, so the cookie is ASCII")
 }
 
 /// Resolves (or starts) the session of every page request and sets its cookie.
 pub async fn with_session(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    let cookie = cookie_value(req.headers(), SESSION_COOKIE).map(str::to_string);
+    let cookie = cookie_value(req.headers(), SESSION_COOKIE);
     let (current, fresh) = app.sessions.resolve(cookie.as_deref(), app.open_access());
     let id = current.id.clone();
     req.extensions_mut().insert(current);
@@ -258,9 +76,9 @@ pub async fn with_session(State(app): State<AppState>, mut req: Request, next: N
     let new_id = resp.extensions_mut().remove::<SetSessionCookie>();
     let clear = resp.extensions_mut().remove::<ClearSessionCookie>();
     let value = match (new_id, clear) {
-        (_, Some(_)) => Some(session_cookie("", secure, Some(0))),
-        (Some(SetSessionCookie(new)), None) => Some(session_cookie(&new, secure, None)),
-        (None, None) if fresh => Some(session_cookie(&id, secure, None)),
+        (_, Some(_)) => Some(session_cookie("", secure)),
+        (Some(SetSessionCookie(new)), None) => Some(session_cookie(&new, secure)),
+        (None, None) if fresh => Some(session_cookie(&id, secure)),
         _ => None,
     };
     if let Some(v) = value {
@@ -285,7 +103,7 @@ pub async fn require_login(
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let to = format!("/login?next={}", crate::ingest::encode_component(target));
+        let to = format!("/login?next={}", api::path::encode(target));
         return Redirect::to(&to).into_response();
     }
     (StatusCode::UNAUTHORIZED, "log in first").into_response()
@@ -293,7 +111,7 @@ pub async fn require_login(
 
 /// Checks a form's CSRF token against the session's.
 pub fn csrf_ok(session: &CurrentSession, token: Option<&str>) -> bool {
-    token.is_some_and(|t| constant_time_eq(t.as_bytes(), session.csrf.as_bytes()))
+    token.is_some_and(|t| secrets_eq(t, &session.csrf))
 }
 
 /// The answer to a form whose CSRF token is missing or wrong.
@@ -373,7 +191,7 @@ pub async fn login_submit(
     let next = safe_next(form.next.as_deref());
     let ok = match &app.config.access {
         Access::Open => true,
-        Access::Password(p) => constant_time_eq(p.as_bytes(), form.password.as_bytes()),
+        Access::Password(p) => secrets_eq(p, &form.password),
     };
     if !ok {
         tracing::warn!("failed login");
@@ -420,14 +238,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_are_random_hex() {
-        let a = random_token(16);
-        assert_eq!(a.len(), 32);
-        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(a, random_token(16));
-    }
-
-    #[test]
     fn next_stays_on_site() {
         assert_eq!(safe_next(Some("/senders")), "/senders");
         assert_eq!(safe_next(Some("//evil.example")), "/campaigns");
@@ -438,24 +248,30 @@ mod tests {
     #[test]
     fn reads_the_session_cookie_among_others() {
         let mut h = HeaderMap::new();
-        h.insert(
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; b=\"2\""));
+        h.append(
             header::COOKIE,
-            HeaderValue::from_static("a=1; jetmail_session=abc; b=2"),
+            HeaderValue::from_static("c=3;jetmail_session=abc ; d=4"),
         );
-        assert_eq!(cookie_value(&h, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie_value(&h, SESSION_COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie_value(&h, "missing"), None);
     }
 
     #[test]
-    fn anonymous_sessions_are_evicted_first() {
-        let s = Sessions::default();
-        let (id, mut sess) = Sessions::new_session(true);
-        sess.last_seen = Instant::now() - Duration::from_secs(60);
-        s.insert(id.clone(), sess);
-        for _ in 0..MAX_SESSIONS + 10 {
-            let (i, a) = Sessions::new_session(false);
-            s.insert(i, a);
-        }
-        assert!(s.inner.lock().unwrap().len() <= MAX_SESSIONS);
-        assert!(s.inner.lock().unwrap().contains_key(&id));
+    fn session_cookies_are_strict_http_only_and_secure_behind_tls() {
+        let plain = session_cookie("abc", false);
+        let c = Cookie::parse(plain.to_str().unwrap()).unwrap();
+        assert_eq!((c.name(), c.value()), (SESSION_COOKIE, "abc"));
+        assert_eq!(c.http_only(), Some(true));
+        assert_eq!(c.same_site(), Some(SameSite::Strict));
+        assert_eq!(c.path(), Some("/"));
+        assert_ne!(c.secure(), Some(true));
+        assert_eq!(c.max_age(), None);
+        let tls = Cookie::parse(session_cookie("abc", true).to_str().unwrap().to_string()).unwrap();
+        assert_eq!(tls.secure(), Some(true));
+        let cleared =
+            Cookie::parse(session_cookie("", true).to_str().unwrap().to_string()).unwrap();
+        assert_eq!(cleared.value(), "");
+        assert_eq!(cleared.max_age(), Some(cookie::time::Duration::ZERO));
     }
 }

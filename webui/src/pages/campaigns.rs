@@ -6,12 +6,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
+use jetmail_common::api::{self, ControlAction};
 use jetmail_common::records;
 use jetmail_common::topology;
 use minijinja::context;
 
 use crate::auth::{self, CsrfOnly, CurrentSession, Flash};
-use crate::ingest::{Control, IngestError};
+use crate::ingest::IngestError;
 use crate::pages::error_page;
 use crate::AppState;
 
@@ -109,7 +110,7 @@ pub async fn control(
     if !auth::csrf_ok(&session, form.csrf()) {
         return auth::csrf_refusal(&app, &session);
     }
-    let Some(action) = Control::parse(&action) else {
+    let Ok(action) = action.parse::<ControlAction>() else {
         return error_page(
             &app,
             &session,
@@ -131,20 +132,18 @@ pub async fn control(
         Ok(()) => {
             tracing::info!(campaign = %id, action = action.as_str(), "campaign control");
             Flash::ok(match action {
-                Control::Pause => "Campaign paused: senders hold its messages until it resumes.",
-                Control::Resume => "Campaign resumed.",
-                Control::Cancel => {
+                ControlAction::Pause => {
+                    "Campaign paused: senders hold its messages until it resumes."
+                }
+                ControlAction::Resume => "Campaign resumed.",
+                ControlAction::Cancel => {
                     "Campaign cancelled: its remaining recipients will not be mailed."
                 }
             })
         }
-        Err(IngestError::Refused { detail, .. }) => Flash::error(detail),
+        Err(IngestError::Refused { body, .. }) => Flash::error(body.detail),
         Err(e) => Flash::error(e.to_string()),
     };
     app.sessions.set_flash(&session.id, flash);
-    Redirect::to(&format!(
-        "/campaigns/{}",
-        crate::ingest::encode_component(&id)
-    ))
-    .into_response()
+    Redirect::to(&format!("/campaigns/{}", api::path::encode(&id))).into_response()
 }

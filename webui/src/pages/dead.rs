@@ -6,21 +6,23 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
+use jetmail_common::api::{self, DeadFilter, DeadQuery, ErrorCode};
 use jetmail_common::wire::OutboxMessage;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{self, CurrentSession, Flash};
-use crate::ingest::{encode_component, DeadFilter, IngestError};
+use crate::ingest::IngestError;
 use crate::render::format_utc;
 use crate::AppState;
 
 /// Dead letters listed when the page does not say.
-pub const DEFAULT_LIMIT: usize = 100;
+pub const DEFAULT_LIMIT: usize = DeadQuery::DEFAULT_LIMIT;
 pub const MAX_LIMIT: usize = 1000;
 
+/// The page's own query: empty fields are no filter.
 #[derive(Debug, Default, Deserialize)]
-pub struct DeadQuery {
+pub struct DeadPageQuery {
     #[serde(default)]
     campaign: String,
     #[serde(default)]
@@ -52,10 +54,10 @@ struct DeadView {
 fn query_string(campaign: &str, reason: &str) -> String {
     let mut q = Vec::new();
     if !campaign.is_empty() {
-        q.push(format!("campaign={}", encode_component(campaign)));
+        q.push(format!("campaign={}", api::path::encode(campaign)));
     }
     if !reason.is_empty() {
-        q.push(format!("reason={}", encode_component(reason)));
+        q.push(format!("reason={}", api::path::encode(reason)));
     }
     if q.is_empty() {
         "/dead".into()
@@ -72,16 +74,17 @@ fn non_empty(s: &str) -> Option<&str> {
 pub async fn page(
     State(app): State<AppState>,
     Extension(session): Extension<CurrentSession>,
-    Query(q): Query<DeadQuery>,
+    Query(q): Query<DeadPageQuery>,
 ) -> Response {
     let campaign = q.campaign.trim().to_string();
     let reason = q.reason.trim().to_string();
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let (entries, total, error, status) = match app
-        .ingest
-        .dead_list(non_empty(&campaign), non_empty(&reason), limit)
-        .await
-    {
+    let query = DeadQuery {
+        campaign: non_empty(&campaign).map(str::to_string),
+        reason: non_empty(&reason).map(str::to_string),
+        limit,
+    };
+    let (entries, total, error, status) = match app.ingest.dead_list(&query).await {
         Ok(list) => {
             let views: Vec<DeadView> = list
                 .dead
@@ -116,12 +119,16 @@ pub async fn page(
                 .collect();
             (views, list.total, None, StatusCode::OK)
         }
-        Err(IngestError::Refused { status, detail, .. }) if status.is_client_error() => (
-            Vec::new(),
-            0,
-            Some(detail),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
+        Err(IngestError::Refused { body, .. })
+            if matches!(body.error, ErrorCode::InvalidFilter | ErrorCode::BadRequest) =>
+        {
+            (
+                Vec::new(),
+                0,
+                Some(body.detail),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+        }
         Err(e) => (Vec::new(), 0, Some(e.to_string()), StatusCode::BAD_GATEWAY),
     };
     let campaigns: Vec<String> = app.hub.campaigns().into_iter().map(|c| c.id).collect();
@@ -223,7 +230,7 @@ pub async fn act(
             }
             f
         }
-        Err(IngestError::Refused { detail, .. }) => Flash::error(detail),
+        Err(IngestError::Refused { body, .. }) => Flash::error(body.detail),
         Err(e) => Flash::error(e.to_string()),
     };
     app.sessions.set_flash(&session.id, flash);

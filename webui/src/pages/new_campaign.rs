@@ -10,12 +10,13 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Extension;
 use bytes::Bytes;
+use jetmail_common::api::{self, ErrorCode, Field, Preview};
 use jetmail_common::wire::RejectedRow;
 use minijinja::context;
 use serde::Serialize;
 
 use crate::auth::{self, random_token, CurrentSession, Flash, StashedUpload};
-use crate::ingest::{CampaignForm, IngestError, Preview};
+use crate::ingest::{CampaignForm, IngestError};
 use crate::pages::error_page;
 use crate::AppState;
 
@@ -41,64 +42,58 @@ pub struct FormValues {
 /// Problems, by field (`from`, `subject`, `text`, `html`, `recipients`, `general`).
 pub type FieldErrors = BTreeMap<&'static str, String>;
 
-/// The field an ingest error is about, and the message without its prefix.
-pub fn field_for_detail(detail: &str) -> (&'static str, String) {
-    let d = detail.trim();
-    let d = d.strip_prefix("invalid campaign: ").unwrap_or(d);
-    for (prefix, field) in [
-        ("from:", "from"),
-        ("subject:", "subject"),
-        ("text:", "text"),
-        ("html:", "html"),
-        ("recipients:", "recipients"),
-    ] {
-        if let Some(rest) = d.strip_prefix(prefix) {
-            return (field, rest.trim().to_string());
-        }
+/// The form field an ingest error names, if the form has it.
+fn form_field(field: Option<Field>) -> Option<&'static str> {
+    match field? {
+        Field::From => Some("from"),
+        Field::Subject => Some("subject"),
+        Field::Text => Some("text"),
+        Field::Html => Some("html"),
+        Field::Recipients => Some("recipients"),
+        // The form has no campaign id, and a field a newer ingest names is not on it.
+        Field::CampaignId | Field::Other => None,
     }
-    if d.starts_with("no valid recipients")
-        || d.starts_with("line ")
-        || d.starts_with("the input is empty")
-        || d.starts_with("reading input")
-    {
-        return ("recipients", d.to_string());
-    }
-    if let Some(rest) = d.strip_prefix("missing field `") {
-        let name = rest.split('`').next().unwrap_or_default();
-        for f in ["from", "subject", "text", "html", "recipients"] {
-            if name == f {
-                return (f, "this field is required".to_string());
-            }
-        }
-    }
-    ("general", d.to_string())
 }
 
+/// Ingest's refusal mapped onto the form by its field and code (never by its wording), with
+/// the status the page is answered with.
 fn errors_from_ingest(e: &IngestError) -> (StatusCode, FieldErrors) {
     let mut errors = FieldErrors::new();
-    let status = match e {
-        IngestError::Refused { status, detail, .. } => {
-            if *status == StatusCode::PAYLOAD_TOO_LARGE {
-                errors.insert(
-                    "recipients",
-                    format!("the recipients file is larger than ingest accepts ({detail})"),
-                );
-                StatusCode::PAYLOAD_TOO_LARGE
-            } else if status.is_client_error() {
-                let (field, msg) = field_for_detail(detail);
-                errors.insert(field, msg);
-                StatusCode::UNPROCESSABLE_ENTITY
-            } else {
-                errors.insert("general", format!("ingest could not take it: {detail}"));
-                StatusCode::BAD_GATEWAY
-            }
-        }
-        other => {
-            errors.insert("general", other.to_string());
-            StatusCode::BAD_GATEWAY
-        }
+    let IngestError::Refused { body, .. } = e else {
+        errors.insert("general", e.to_string());
+        return (StatusCode::BAD_GATEWAY, errors);
     };
-    (status, errors)
+    if body.error == ErrorCode::TooLarge {
+        errors.insert(
+            "recipients",
+            format!(
+                "the recipients file is larger than ingest accepts ({})",
+                body.detail
+            ),
+        );
+        return (StatusCode::PAYLOAD_TOO_LARGE, errors);
+    }
+    if let Some(field) = form_field(body.field) {
+        errors.insert(field, body.detail.clone());
+        return (StatusCode::UNPROCESSABLE_ENTITY, errors);
+    }
+    if matches!(
+        body.error,
+        ErrorCode::InvalidCampaign
+            | ErrorCode::BadRequest
+            | ErrorCode::BadJson
+            | ErrorCode::Conflict
+    ) {
+        // About what was typed, but no one field of it.
+        errors.insert("general", body.detail.clone());
+        return (StatusCode::UNPROCESSABLE_ENTITY, errors);
+    }
+    // The outbox is full, the broker is away, or ingest failed: nothing the person typed.
+    errors.insert(
+        "general",
+        format!("ingest could not take it: {}", body.detail),
+    );
+    (StatusCode::BAD_GATEWAY, errors)
 }
 
 fn render_form(
@@ -343,11 +338,7 @@ pub async fn submit(
                 ));
             }
             app.sessions.set_flash(&session.id, flash);
-            Redirect::to(&format!(
-                "/campaigns/{}",
-                crate::ingest::encode_component(&s.id)
-            ))
-            .into_response()
+            Redirect::to(&format!("/campaigns/{}", api::path::encode(&s.id))).into_response()
         }
         Err(e) => {
             tracing::info!(error = %e, "campaign refused");
@@ -378,26 +369,73 @@ pub async fn preview_html(
 mod tests {
     use super::*;
 
+    fn refused(status: StatusCode, error: ErrorCode, field: Option<Field>) -> IngestError {
+        IngestError::Refused {
+            status,
+            body: api::ErrorBody {
+                error,
+                field,
+                detail: "the detail".into(),
+            },
+        }
+    }
+
     #[test]
-    fn ingest_details_land_on_their_field() {
-        assert_eq!(
-            field_for_detail("invalid campaign: subject: syntax error: unexpected end").0,
-            "subject"
+    fn an_error_about_the_subject_lands_on_the_subject_field() {
+        let e = refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidCampaign,
+            Some(Field::Subject),
         );
-        assert_eq!(field_for_detail("html: unknown filter").0, "html");
+        let (status, errors) = errors_from_ingest(&e);
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(
-            field_for_detail("invalid campaign: from: Missing domain").1,
-            "Missing domain"
+            errors.get("subject").map(String::as_str),
+            Some("the detail")
         );
-        assert_eq!(
-            field_for_detail("invalid campaign: no valid recipients (2 rejected, 0 duplicates)").0,
-            "recipients"
-        );
-        assert_eq!(
-            field_for_detail("recipients: line 1: the header row has no `email` column").0,
-            "recipients"
-        );
-        assert_eq!(field_for_detail("missing field `from`").0, "from");
-        assert_eq!(field_for_detail("something else").0, "general");
+        assert_eq!(errors.len(), 1);
+    }
+
+    #[test]
+    fn errors_land_by_field_and_code_never_by_wording() {
+        for (field, shown) in [
+            (Field::From, "from"),
+            (Field::Text, "text"),
+            (Field::Html, "html"),
+            (Field::Recipients, "recipients"),
+            (Field::CampaignId, "general"),
+            (Field::Other, "general"),
+        ] {
+            let e = refused(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidCampaign,
+                Some(field),
+            );
+            assert!(errors_from_ingest(&e).1.contains_key(shown), "{field}");
+        }
+        // A detail that reads like a field prefix does not move the error.
+        let e = IngestError::Refused {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: api::ErrorBody {
+                error: ErrorCode::InvalidCampaign,
+                field: None,
+                detail: "subject: syntax error".into(),
+            },
+        };
+        assert!(errors_from_ingest(&e).1.contains_key("general"));
+        let (status, errors) = errors_from_ingest(&refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooLarge,
+            None,
+        ));
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(errors.contains_key("recipients"));
+        let (status, errors) = errors_from_ingest(&refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::OutboxFull,
+            None,
+        ));
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert!(errors["general"].contains("the detail"));
     }
 }

@@ -21,7 +21,7 @@ pub async fn page(
             None,
             "senders.html",
             "senders",
-            context! { senders => senders, missed_beats => crate::live::MISSED_BEATS },
+            context! { senders => senders, missed_beats => jetmail_common::wire::MISSED_BEATS },
         )
         .into_response()
 }

@@ -316,6 +316,48 @@ async fn ingest_errors_land_on_their_field() {
 }
 
 #[tokio::test]
+async fn a_broken_subject_template_is_shown_beside_the_subject_field() {
+    let app = spawn_app(password()).await;
+    let mut c = Client::new(&app);
+    let csrf = c.login().await;
+    for action in ["preview", "send"] {
+        let a = c
+            .post_multipart(
+                "/campaigns/new",
+                &campaign_parts(
+                    &csrf,
+                    action,
+                    "Hi {{ name ",
+                    b"email,name\na@example.com,Ann\n",
+                ),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
+        // Ingest's answer names the field; the page puts its detail right under the subject
+        // input, before the next field's label, and nowhere else.
+        let input = a.body.find("id=\"subject\"").expect("subject input");
+        let error = a.body.find("id=\"error-subject\"").expect("subject error");
+        let next_label = a.body.find("<label for=\"text\"").expect("text label");
+        assert!(input < error && error < next_label, "{}", a.body);
+        let shown = &a.body[error..next_label];
+        assert!(shown.contains("class=\"field-error\""), "{action}: {shown}");
+        assert!(
+            a.body[input..error].contains("aria-invalid=\"true\""),
+            "{action}: {}",
+            &a.body[input..error]
+        );
+        for other in ["general", "from", "text", "html", "recipients"] {
+            assert!(
+                !a.body.contains(&format!("id=\"error-{other}\"")),
+                "{action}: {other}: {}",
+                a.body
+            );
+        }
+    }
+    assert_eq!(campaign_count(&app).await, 0);
+}
+
+#[tokio::test]
 async fn preview_lists_bad_rows_with_their_line_numbers() {
     let app = spawn_app(password()).await;
     let mut c = Client::new(&app);
@@ -573,7 +615,7 @@ async fn sender_map_shows_states_escapes_hosts_and_marks_silent_senders_down() {
             url: "smtp://relay.example:25".into(),
             circuit: CircuitState::Open,
             consecutive_failures: 5,
-            last_error: None,
+            last_error: Some("connect: <i>refused</i>".into()),
         }],
         in_flight: 3,
         sent: 42,
@@ -623,6 +665,18 @@ async fn sender_map_shows_states_escapes_hosts_and_marks_silent_senders_down() {
     assert!(row("marked").contains("data-field=\"state\">down<"));
     assert!(row("alive").contains("circuit-open"));
     assert!(row("alive").contains("relay.example:25"));
+    // The relay's own failure beside its circuit, as text.
+    let relay = row("alive");
+    let circuit = relay.find("circuit-open").unwrap();
+    let error = relay
+        .find("class=\"relay-error\"")
+        .expect("relay error shown");
+    assert!(circuit < error, "{relay}");
+    assert!(
+        relay.contains("connect: &lt;i&gt;refused&lt;&#x2f;i&gt;"),
+        "{relay}"
+    );
+    assert!(!page.body.contains("<i>refused</i>"));
     assert!(!page.body.contains("<b>host</b>"));
     assert!(page.body.contains("&lt;b&gt;host&lt;&#x2f;b&gt;"));
 

@@ -138,8 +138,8 @@ fn form_urlencode(fields: &[(&str, &str)]) -> String {
         .map(|(k, v)| {
             format!(
                 "{}={}",
-                jetmail_webui::ingest::encode_component(k),
-                jetmail_webui::ingest::encode_component(v)
+                jetmail_common::api::path::encode(k),
+                jetmail_common::api::path::encode(v)
             )
         })
         .collect::<Vec<_>>()
@@ -169,14 +169,10 @@ impl Client {
         let status = resp.status();
         let headers = resp.headers().clone();
         for v in headers.get_all(header::SET_COOKIE) {
-            let v = v.to_str().unwrap();
-            let value = v
-                .split(';')
-                .next()
-                .unwrap()
-                .trim_start_matches("jetmail_session=")
-                .to_string();
-            self.cookie = if value.is_empty() { None } else { Some(value) };
+            let c = cookie::Cookie::parse(v.to_str().unwrap()).unwrap();
+            if c.name() == jetmail_webui::auth::SESSION_COOKIE {
+                self.cookie = Some(c.value().to_string()).filter(|v| !v.is_empty());
+            }
         }
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         Answer {
