@@ -10,6 +10,14 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 pub const OUTBOX_STREAM: &str = "MAIL_OUTBOX";
 /// Prefix of outbox subjects: `mail.outbox.<campaign>.<domain>`.
 pub const OUTBOX_SUBJECT_PREFIX: &str = "mail.outbox";
+/// Work-queue stream of recipients held back by a limit or a schedule, one subject per scope:
+/// `mail.held.<scope>.<campaign>.<domain>`. A held message waits here, not in a sender and
+/// not in a nak: it spends no delivery and no MaxAckPending, and never blocks other scopes.
+pub const HELD_STREAM: &str = "MAIL_HELD";
+pub const HELD_SUBJECT_PREFIX: &str = "mail.held";
+/// Held-scope consumers are named `held_<scope>`; the server removes one idle this long.
+pub const HELD_CONSUMER_PREFIX: &str = "held_";
+pub const HELD_CONSUMER_INACTIVE: Duration = Duration::from_secs(3600);
 /// The durable pull consumer every sender shares; the broker balances the load across it.
 pub const SENDERS_CONSUMER: &str = "senders";
 /// Stream of per-recipient outcome events: `mail.events.<campaign>.<outcome>`.
@@ -79,6 +87,62 @@ pub fn outbox_campaign_filter(campaign: &str) -> String {
 /// Every outbox subject: what the senders consumer and the outbox stream cover.
 pub fn outbox_filter() -> String {
     format!("{OUTBOX_SUBJECT_PREFIX}.>")
+}
+
+/// `mail.held.<scope>.<campaign>.<domain token>`: where a recipient waits for `scope`.
+pub fn held_subject(scope: &crate::limits::Scope, campaign: &str, domain_token: &str) -> String {
+    format!("{HELD_SUBJECT_PREFIX}.{scope}.{campaign}.{domain_token}")
+}
+/// Every held subject of one scope: what its consumer reads.
+pub fn held_scope_filter(scope: &crate::limits::Scope) -> String {
+    format!("{HELD_SUBJECT_PREFIX}.{scope}.>")
+}
+/// Every held subject of one campaign, whatever the scope (counting, purging).
+pub fn held_campaign_filter(campaign: &str) -> String {
+    format!("{HELD_SUBJECT_PREFIX}.*.{campaign}.*")
+}
+/// Every held subject.
+pub fn held_filter() -> String {
+    format!("{HELD_SUBJECT_PREFIX}.>")
+}
+/// Name of the durable consumer of one held scope.
+pub fn held_consumer_name(scope: &crate::limits::Scope) -> String {
+    format!("{HELD_CONSUMER_PREFIX}{scope}")
+}
+/// `Nats-Msg-Id` of a recipient moved to a held scope: a retried move is dropped.
+pub fn held_msg_id(scope: &crate::limits::Scope, campaign: &str, seq: u64, replay: u32) -> String {
+    format!("held.{scope}.{campaign}.{seq}.r{replay}")
+}
+
+/// The parts of a held subject, parsed by [`HeldSubject::parse`] only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldSubject<'a> {
+    pub scope: crate::limits::Scope,
+    pub campaign: &'a str,
+    pub domain_token: &'a str,
+}
+
+impl<'a> HeldSubject<'a> {
+    pub fn parse(subject: &'a str) -> Option<Self> {
+        let rest = subject
+            .strip_prefix(HELD_SUBJECT_PREFIX)?
+            .strip_prefix('.')?;
+        let mut parts = rest.splitn(3, '.');
+        let scope = crate::limits::Scope::parse(parts.next()?).ok()?;
+        let campaign = parts.next()?;
+        let domain_token = parts.next()?;
+        if validate_campaign_id(campaign).is_err()
+            || domain_token.is_empty()
+            || domain_token.contains('.')
+        {
+            return None;
+        }
+        Some(Self {
+            scope,
+            campaign,
+            domain_token,
+        })
+    }
 }
 
 /// The parts of an outbox subject, parsed by [`OutboxSubject::parse`] and nowhere else.
@@ -327,6 +391,8 @@ pub enum TopologyError {
 pub struct Topology {
     pub js: jetstream::Context,
     pub outbox: stream::Stream,
+    /// Recipients held back by a limit or a schedule.
+    pub held: stream::Stream,
     pub events: stream::Stream,
     pub dead: stream::Stream,
     pub campaigns: kv::Store,
@@ -363,6 +429,36 @@ pub fn events_config() -> stream::Config {
         max_age: EVENTS_MAX_AGE,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
+    }
+}
+
+pub fn held_config() -> stream::Config {
+    stream::Config {
+        name: HELD_STREAM.into(),
+        description: Some("jetmail: recipients waiting for a limit or a send-at time".into()),
+        subjects: vec![held_filter()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::New,
+        duplicate_window: OUTBOX_DUPLICATE_WINDOW,
+        max_bytes: OUTBOX_MAX_BYTES,
+        max_messages: OUTBOX_MAX_MESSAGES,
+        ..Default::default()
+    }
+}
+
+/// The consumer of one held scope: the fleet's policy, like the senders consumer, and removed
+/// by the server once idle for [`HELD_CONSUMER_INACTIVE`].
+pub fn held_consumer_config(
+    scope: &crate::limits::Scope,
+    policy: &SendersPolicy,
+) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(held_consumer_name(scope)),
+        description: Some(format!("jetmail senders: recipients held for {scope}")),
+        filter_subject: held_scope_filter(scope),
+        inactive_threshold: HELD_CONSUMER_INACTIVE,
+        ..policy.consumer_config()
     }
 }
 
@@ -510,6 +606,7 @@ fn kv_config(bucket: &str, description: &str, max_age: Duration) -> kv::Config {
 /// changed by hand stays changed.
 pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> {
     let outbox = get_or_create_stream(js, OUTBOX_STREAM, outbox_config()).await?;
+    let held = get_or_create_stream(js, HELD_STREAM, held_config()).await?;
     let events = get_or_create_stream(js, EVENTS_STREAM, events_config()).await?;
     let dead = get_or_create_stream(js, DEAD_STREAM, dead_config()).await?;
     senders_consumer(&outbox).await?;
@@ -558,6 +655,7 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> 
     Ok(Topology {
         js: js.clone(),
         limits,
+        held,
         attempts,
         outbox,
         events,
@@ -621,6 +719,43 @@ mod tests {
         ] {
             assert_eq!(OutboxSubject::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn held_subjects_round_trip() {
+        let scope = crate::limits::Scope::for_domains("gmail.com");
+        let s = held_subject(&scope, "c1", "gmail_com");
+        assert_eq!(s, "mail.held.d-gmail_com.c1.gmail_com");
+        let p = HeldSubject::parse(&s).unwrap();
+        assert_eq!(
+            (p.scope, p.campaign, p.domain_token),
+            (scope, "c1", "gmail_com")
+        );
+        assert!(HeldSubject::parse("mail.held.nope.c1.x_y").is_none());
+        assert!(HeldSubject::parse("mail.held.global.c1").is_none());
+        assert_eq!(
+            held_consumer_name(&crate::limits::Scope::Campaign("c1".into())),
+            "held_c-c1"
+        );
+    }
+
+    #[test]
+    fn limits_keys_round_trip() {
+        use crate::limits::Scope;
+        let g = Scope::Global;
+        assert_eq!(
+            LimitsKey::parse(&limit_key(&g)),
+            Some(LimitsKey::Limit(g.clone()))
+        );
+        assert_eq!(
+            LimitsKey::parse(&budget_key(&g)),
+            Some(LimitsKey::Budget(g.clone()))
+        );
+        assert_eq!(
+            LimitsKey::parse(&backoff_key(&g)),
+            Some(LimitsKey::Backoff(g))
+        );
+        assert_eq!(LimitsKey::parse("limit.nope"), None);
     }
 
     #[test]

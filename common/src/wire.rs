@@ -58,6 +58,8 @@ pub struct CampaignSpec {
 pub enum CampaignStatus {
     /// Ingest is still publishing recipients.
     Publishing,
+    /// Published, waiting for its send-at time (see [`CampaignSchedule::send_at_ms`]).
+    Scheduled,
     Running,
     Paused,
     Cancelled,
@@ -69,6 +71,7 @@ impl CampaignStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             CampaignStatus::Publishing => "publishing",
+            CampaignStatus::Scheduled => "scheduled",
             CampaignStatus::Running => "running",
             CampaignStatus::Paused => "paused",
             CampaignStatus::Cancelled => "cancelled",
@@ -101,6 +104,36 @@ pub struct RejectedRow {
     pub reason: String,
 }
 
+/// When and how fast a campaign may send: set at submit, send-at changeable until it starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct CampaignSchedule {
+    /// Nothing is delivered before this (ms since epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_at_ms: Option<u64>,
+    /// Nothing is delivered after this; what is left is dead-lettered as `expired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// The campaign's own rate (warm-up of a new sending domain), fleet-wide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<crate::limits::Rate>,
+}
+
+impl CampaignSchedule {
+    pub fn is_empty(&self) -> bool {
+        *self == CampaignSchedule::default()
+    }
+
+    /// True while `now_ms` is before the send-at time.
+    pub fn waiting(&self, now_ms: u64) -> bool {
+        self.send_at_ms.is_some_and(|at| now_ms < at)
+    }
+
+    /// True once `now_ms` is past the deadline.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.deadline_ms.is_some_and(|d| now_ms >= d)
+    }
+}
+
 /// The record of one campaign, key `<campaign>` in `mail_campaigns`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CampaignRecord {
@@ -118,6 +151,8 @@ pub struct CampaignRecord {
     /// Hash of the request that created it: the same key with another request is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "CampaignSchedule::is_empty")]
+    pub schedule: CampaignSchedule,
 }
 
 /// Delivery progress of one campaign, key `<campaign>.progress`, written by the monitor only.
@@ -131,6 +166,9 @@ pub struct CampaignProgress {
     pub deferred: u64,
     pub cancelled: u64,
     pub suppressed: u64,
+    /// Not delivered by the campaign's deadline: in MAIL_DEAD with reason `expired`.
+    #[serde(default)]
+    pub expired: u64,
     /// Stream sequence of the last MAIL_EVENTS event folded into these counters: the monitor
     /// skips anything at or below it, so counting survives a monitor restart.
     pub last_event_seq: u64,
@@ -145,7 +183,7 @@ pub struct CampaignProgress {
 impl CampaignProgress {
     /// Recipients that reached a final outcome.
     pub fn settled(&self) -> u64 {
-        self.sent + self.failed + self.dead + self.cancelled + self.suppressed
+        self.sent + self.failed + self.dead + self.cancelled + self.suppressed + self.expired
     }
 }
 
@@ -165,6 +203,8 @@ pub enum Outcome {
     Suppressed,
     /// Its campaign was cancelled.
     Cancelled,
+    /// Not delivered by its campaign's deadline: in MAIL_DEAD.
+    Expired,
     /// A dead letter was replayed: it leaves the failed/dead count and is pending again.
     Replayed,
 }
@@ -178,6 +218,7 @@ impl Outcome {
             Outcome::Dead => "dead",
             Outcome::Suppressed => "suppressed",
             Outcome::Cancelled => "cancelled",
+            Outcome::Expired => "expired",
             Outcome::Replayed => "replayed",
         }
     }
