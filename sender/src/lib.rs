@@ -357,7 +357,10 @@ async fn pull_loop(
                 Some(Ok(msg)) => {
                     failures = 0;
                     if stopping {
-                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+                        // Not at once: this pull is still open, and a message nak'ed without
+                        // a delay comes straight back to it, again and again, each time
+                        // spending a delivery, until MaxDeliver makes it a dead letter.
+                        let _ = msg.ack_with(AckKind::Nak(Some(PULL_EXPIRES * 2))).await;
                         continue;
                     }
                     let Some(permit) = permits.pop() else {

@@ -272,6 +272,9 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
     let mut line = Vec::new();
     // Messages accepted on this connection, for the per-connection limits.
     let mut accepted = 0u32;
+    // A transaction is open (MAIL FROM accepted): RCPT outside one is refused, as real
+    // servers do, so a client that pipelines after a refused MAIL FROM is tested for real.
+    let mut in_mail = false;
     loop {
         line.clear();
         let n;
@@ -309,13 +312,16 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
                     continue;
                 }
                 from = angle_addr(arg);
+                in_mail = true;
                 rcpts.clear();
                 reply(&mut w, &shared, at, "250 2.1.0 ok").await?
             }
             "RCPT" => {
                 let rcpt = angle_addr(arg);
                 let f = faults(&shared);
-                if f.reject.contains(&rcpt) {
+                if !in_mail {
+                    reply(&mut w, &shared, at, "503 5.5.1 need MAIL first").await?
+                } else if f.reject.contains(&rcpt) {
                     reply(&mut w, &shared, at, "550 5.1.1 user unknown").await?
                 } else if f.tempfail_ratio > 0.0 && shared.random() < f.tempfail_ratio {
                     reply(&mut w, &shared, at, "451 4.7.1 try again later").await?
@@ -350,6 +356,7 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
                 }
                 record(&shared, &from, &rcpts, data);
                 rcpts.clear();
+                in_mail = false;
                 accepted += 1;
                 let f = faults(&shared);
                 if f.stall_after_data {
@@ -366,6 +373,7 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
             }
             "RSET" => {
                 rcpts.clear();
+                in_mail = false;
                 reply(&mut w, &shared, at, "250 2.0.0 ok").await?
             }
             "NOOP" => reply(&mut w, &shared, at, "250 2.0.0 ok").await?,

@@ -165,7 +165,8 @@ impl Relay {
                     if s.idle_since.elapsed() < IDLE_CHECK || s.conn.test_connected().await {
                         return Ok((s, true));
                     }
-                    s.conn.abort().await;
+                    // Closed by the relay while idle: dropped (see [`Connector`] on abort).
+                    drop(s);
                 }
                 None => return self.connector.open().await.map(|s| (s, false)),
             }
@@ -248,21 +249,19 @@ impl Relay {
                 let code = e.code();
                 let stage = e.stage();
                 // 421: the relay is closing this session (a limit reached, shutting down).
-                if reused
-                    && stage <= Stage::Body
-                    && (code == Some(421) || (code.is_none() && stage < Stage::Body))
-                {
-                    if let Some(mut s) = parked {
-                        s.conn.abort().await;
-                    }
+                if reused && (code == Some(421) || (code.is_none() && stage < Stage::Body)) {
+                    drop(parked);
                     return Try::Reconnect(e.to_string());
                 }
                 // After a refused command the session is intact: reset it and keep it.
                 if let Some(mut s) = parked {
-                    if code.is_some_and(|c| c != 421) && stage < Stage::Body && s.reset().await {
+                    let usable = code.is_some_and(|c| c != 421) && stage < Stage::Body;
+                    if usable
+                        && tokio::time::timeout_at(deadline, s.reset())
+                            .await
+                            .unwrap_or(false)
+                    {
                         self.checkin(s);
-                    } else {
-                        s.conn.abort().await;
                     }
                 }
                 Try::Done(classify(&e))
@@ -320,10 +319,9 @@ impl Relay {
         let mail = Mail::new(Some(from.clone()), opts);
         let rcpt = Rcpt::new(to.clone(), vec![]);
         if let Err(e) = s.envelope(mail, rcpt, stage).await {
+            // Out of step (a reply missing, or DATA mode after a refusal): dropped here.
             if e.in_step {
                 *parked = Some(s);
-            } else {
-                s.conn.abort().await;
             }
             return Err(e.error);
         }

@@ -152,6 +152,10 @@ pub struct Session {
 }
 
 /// Everything needed to open a session with one relay.
+///
+/// A session that failed is dropped, which closes its socket, and never `abort`ed: lettre's
+/// `abort` writes QUIT and waits for the reply, which hangs on a relay in DATA mode and panics
+/// after a failed TLS upgrade (lettre leaves no stream behind then).
 pub struct Connector {
     pub url: RelayUrl,
     pub hello: ClientId,
@@ -200,11 +204,9 @@ impl Connector {
                 return Err(SessionError::NoStartTls);
             };
             if !conn.can_starttls() {
-                conn.abort().await;
                 return Err(SessionError::NoStartTls);
             }
             if let Err(e) = conn.starttls(tls.clone(), &self.hello).await {
-                conn.abort().await;
                 return Err(at(Stage::StartTls)(e));
             }
         }
@@ -213,13 +215,11 @@ impl Connector {
         let extensions = match conn.command(Ehlo::new(self.hello.clone())).await {
             Ok(r) => Extensions::from_ehlo(&r),
             Err(e) => {
-                conn.abort().await;
                 return Err(at(Stage::Greeting)(e));
             }
         };
         if let Some(user) = &url.user {
             if !conn.is_encrypted() && !url.plain_auth() {
-                conn.abort().await;
                 return Err(SessionError::PlainAuth);
             }
             let creds = Credentials::new(user.clone(), url.password.clone().unwrap_or_default());
@@ -227,7 +227,6 @@ impl Connector {
                 .auth(&[Mechanism::Plain, Mechanism::Login], &creds)
                 .await
             {
-                conn.abort().await;
                 return Err(at(Stage::Auth)(e));
             }
         }
