@@ -1,125 +1,99 @@
 //! Campaign control: pause, resume, cancel. A status change is one compare-and-set write of
 //! the campaign record; senders watch the records and act on it within a second.
 
-use std::sync::Arc;
-
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
+use jetmail_common::api::ControlAction;
+use jetmail_common::records::update_record;
+use jetmail_common::store::StoreError;
 use jetmail_common::topology::{self, Topology};
 use jetmail_common::wire::{CampaignRecord, CampaignStatus};
-
-use crate::http::{ApiError, ApiState};
-use crate::publish::update_record;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Pause,
-    Resume,
-    Cancel,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("campaign {0} not found")]
     NotFound(String),
-    #[error("campaign {id} is {status}: cannot {action}")]
-    Invalid {
+    /// The action makes no sense in the campaign's state (resuming a finished campaign).
+    #[error("campaign {id} is {}: cannot {action}", status.as_str())]
+    Refused {
         id: String,
-        status: &'static str,
-        action: &'static str,
+        status: CampaignStatus,
+        action: ControlAction,
     },
     #[error(transparent)]
-    Store(#[from] jetmail_common::store::StoreError),
+    Store(StoreError),
+}
+
+/// The status `action` moves a campaign in `status` to, or `None` when it does not apply.
+/// Repeating an action is allowed (pausing a paused campaign), so a retried request succeeds.
+fn next_status(
+    action: ControlAction,
+    status: CampaignStatus,
+    publish_complete: bool,
+) -> Option<CampaignStatus> {
+    use CampaignStatus::*;
+    match (action, status) {
+        (ControlAction::Pause, Running | Publishing | Paused) => Some(Paused),
+        (ControlAction::Resume, Paused | Running | Publishing) => Some(if publish_complete {
+            Running
+        } else {
+            Publishing
+        }),
+        (ControlAction::Cancel, Running | Publishing | Paused | Cancelled) => Some(Cancelled),
+        _ => None,
+    }
 }
 
 /// Applies `action` to campaign `id` and returns the updated record.
 pub async fn apply(
     topo: &Topology,
     id: &str,
-    action: Action,
+    action: ControlAction,
 ) -> Result<CampaignRecord, ControlError> {
     topology::validate_campaign_id(id).map_err(|_| ControlError::NotFound(id.to_string()))?;
-    let mut refused: Option<ControlError> = None;
+    // Set by the last attempt of the compare-and-set loop, which is the one that counts.
+    let mut refused: Option<CampaignStatus> = None;
     let res = update_record(topo, id, |rec| {
-        use CampaignStatus::*;
-        let name = match action {
-            Action::Pause => "pause",
-            Action::Resume => "resume",
-            Action::Cancel => "cancel",
-        };
-        let next = match (action, rec.status) {
-            (Action::Pause, Running | Publishing | Paused) => Some(Paused),
-            (Action::Resume, Paused | Running | Publishing) => Some(if rec.publish.complete {
-                Running
-            } else {
-                Publishing
-            }),
-            (Action::Cancel, Running | Publishing | Paused | Cancelled) => Some(Cancelled),
-            _ => None,
-        };
-        match next {
+        match next_status(action, rec.status, rec.publish.complete) {
             Some(s) => {
                 rec.status = s;
                 refused = None;
             }
-            None => {
-                refused = Some(ControlError::Invalid {
-                    id: rec.id.clone(),
-                    status: rec.status.as_str(),
-                    action: name,
-                })
-            }
+            None => refused = Some(rec.status),
         }
     })
     .await;
-    if let Some(e) = refused {
-        return Err(e);
+    if let Some(status) = refused {
+        return Err(ControlError::Refused {
+            id: id.to_string(),
+            status,
+            action,
+        });
     }
     res.map_err(|e| match e {
-        jetmail_common::store::StoreError::NotFound(_) => ControlError::NotFound(id.to_string()),
+        StoreError::NotFound(_) => ControlError::NotFound(id.to_string()),
         other => ControlError::Store(other),
     })
 }
 
-pub fn routes() -> Router<Arc<ApiState>> {
-    Router::new().route("/v1/campaigns/{id}/{action}", post(control))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn control(
-    State(state): State<Arc<ApiState>>,
-    Path((id, action)): Path<(String, String)>,
-) -> Result<Json<CampaignRecord>, ApiError> {
-    let action = match action.as_str() {
-        "pause" => Action::Pause,
-        "resume" => Action::Resume,
-        "cancel" => Action::Cancel,
-        other => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no action {other}"),
-            ))
-        }
-    };
-    match apply(&state.topo, &id, action).await {
-        Ok(rec) => Ok(Json(rec)),
-        Err(e @ ControlError::NotFound(_)) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            e.to_string(),
-        )),
-        Err(e @ ControlError::Invalid { .. }) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            e.to_string(),
-        )),
-        Err(e) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "broker",
-            e.to_string(),
-        )),
+    #[test]
+    fn finished_campaigns_cannot_be_resumed_and_repeats_are_allowed() {
+        use CampaignStatus::*;
+        assert_eq!(next_status(ControlAction::Resume, Done, true), None);
+        assert_eq!(next_status(ControlAction::Pause, Cancelled, true), None);
+        assert_eq!(
+            next_status(ControlAction::Pause, Paused, true),
+            Some(Paused)
+        );
+        assert_eq!(
+            next_status(ControlAction::Resume, Paused, false),
+            Some(Publishing)
+        );
+        assert_eq!(
+            next_status(ControlAction::Cancel, Cancelled, true),
+            Some(Cancelled)
+        );
     }
 }

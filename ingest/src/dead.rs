@@ -12,58 +12,33 @@ use futures::StreamExt;
 use jetmail_common::now_ms;
 use jetmail_common::outcomes::publish_event;
 use jetmail_common::records::update_record;
-use jetmail_common::topology::event_msg_id;
-use jetmail_common::topology::{self, Topology};
+use jetmail_common::store::StoreError;
+use jetmail_common::topology::{self, event_msg_id, CampaignIdError, Topology};
 use jetmail_common::wire::{CampaignStatus, DeadLetter, DeliveryEvent, OutboxMessage, Outcome};
-use serde::{Deserialize, Serialize};
 
-/// Which dead letters an operation applies to. Empty matches all.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-pub struct DeadFilter {
-    #[serde(default)]
-    pub campaign: Option<String>,
-    /// Case-insensitive substring of the reason.
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// Only these MAIL_DEAD stream sequences.
-    #[serde(default)]
-    pub seqs: Option<Vec<u64>>,
-}
+pub use jetmail_common::api::{BulkReport, DeadEntry, DeadFilter, DeadList};
 
-/// One dead letter with its place in MAIL_DEAD.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeadEntry {
-    pub stream_seq: u64,
-    pub letter: DeadLetter,
-}
-
+/// Why a dead-letter operation could not run at all (one dead letter that cannot be handled
+/// is reported in [`BulkReport::errors`] instead).
 #[derive(Debug, thiserror::Error)]
 pub enum DeadError {
     #[error("invalid filter: {0}")]
-    Filter(String),
-    #[error("broker: {0}")]
-    Broker(String),
+    Filter(#[from] CampaignIdError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-impl DeadFilter {
-    fn matches(&self, e: &DeadEntry) -> bool {
-        if let Some(seqs) = &self.seqs {
-            if !seqs.contains(&e.stream_seq) {
-                return false;
-            }
-        }
-        if let Some(c) = &self.campaign {
-            if &e.letter.campaign != c {
-                return false;
-            }
-        }
-        if let Some(r) = &self.reason {
-            if !e.letter.reason.to_lowercase().contains(&r.to_lowercase()) {
-                return false;
-            }
-        }
-        true
-    }
+/// Why one dead letter could not be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("original message is undecodable, cannot replay ({0})")]
+    Undecodable(#[source] serde_json::Error),
+    #[error("publish not acknowledged: {0}")]
+    Publish(#[source] StoreError),
+    #[error("replayed, but its event could not be written: {0}")]
+    Event(#[source] StoreError),
+    #[error("replayed, but the dead letter could not be removed: {0}")]
+    Remove(#[source] StoreError),
 }
 
 /// Lists matching dead letters, oldest first, at most `limit`; also returns how many matched.
@@ -71,17 +46,17 @@ pub async fn list(
     topo: &Topology,
     filter: &DeadFilter,
     limit: usize,
-) -> Result<(Vec<DeadEntry>, usize), DeadError> {
+) -> Result<DeadList, DeadError> {
     if let Some(c) = &filter.campaign {
-        topology::validate_campaign_id(c).map_err(|e| DeadError::Filter(e.to_string()))?;
+        topology::validate_campaign_id(c)?;
     }
     let mut stream = topo.dead.clone();
-    let info = stream
-        .info()
-        .await
-        .map_err(|e| DeadError::Broker(e.to_string()))?;
+    let info = stream.info().await.map_err(StoreError::broker)?;
     if info.state.messages == 0 {
-        return Ok((Vec::new(), 0));
+        return Ok(DeadList {
+            dead: Vec::new(),
+            total: 0,
+        });
     }
     let last = info.state.last_sequence;
     let consumer = stream
@@ -91,17 +66,14 @@ pub async fn list(
             ..Default::default()
         })
         .await
-        .map_err(|e| DeadError::Broker(e.to_string()))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| DeadError::Broker(e.to_string()))?;
+        .map_err(StoreError::broker)?;
+    let mut messages = consumer.messages().await.map_err(StoreError::broker)?;
     let mut out = Vec::new();
     let mut total = 0;
     loop {
         let next = match tokio::time::timeout(Duration::from_secs(2), messages.next()).await {
             Ok(Some(Ok(m))) => m,
-            Ok(Some(Err(e))) => return Err(DeadError::Broker(e.to_string())),
+            Ok(Some(Err(e))) => return Err(StoreError::broker(e).into()),
             // No more messages for this filter.
             Ok(None) | Err(_) => break,
         };
@@ -123,20 +95,12 @@ pub async fn list(
             break;
         }
     }
-    Ok((out, total))
-}
-
-/// Outcome of a replay or purge.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct BulkReport {
-    pub done: u64,
-    /// Dead letters that could not be handled, with the reason.
-    pub errors: Vec<String>,
+    Ok(DeadList { dead: out, total })
 }
 
 /// Re-publishes every matching dead letter to MAIL_OUTBOX, then removes it from MAIL_DEAD.
 pub async fn replay(topo: &Topology, filter: &DeadFilter) -> Result<BulkReport, DeadError> {
-    let (entries, _) = list(topo, filter, usize::MAX).await?;
+    let entries = list(topo, filter, usize::MAX).await?.dead;
     let mut report = BulkReport::default();
     let mut reopened = std::collections::HashSet::new();
     for e in entries {
@@ -145,12 +109,16 @@ pub async fn replay(topo: &Topology, filter: &DeadFilter) -> Result<BulkReport, 
                 report.done += 1;
                 if reopened.insert(campaign.clone()) {
                     // A done campaign has recipients pending again.
-                    let _ = update_record(topo, &campaign, |r| {
+                    let res = update_record(topo, &campaign, |r| {
                         if r.status == CampaignStatus::Done {
                             r.status = CampaignStatus::Running;
                         }
                     })
                     .await;
+                    if let Err(e) = res {
+                        // The recipients are pending all the same; only the status lags.
+                        tracing::warn!(%campaign, error = %e, "cannot mark a replayed campaign running");
+                    }
                 }
             }
             Err(err) => report
@@ -161,17 +129,19 @@ pub async fn replay(topo: &Topology, filter: &DeadFilter) -> Result<BulkReport, 
     Ok(report)
 }
 
-async fn replay_one(topo: &Topology, e: &DeadEntry) -> Result<String, String> {
-    let mut m: OutboxMessage = serde_json::from_str(&e.letter.original)
-        .map_err(|err| format!("original message is undecodable, cannot replay ({err})"))?;
+async fn replay_one(topo: &Topology, e: &DeadEntry) -> Result<String, ReplayError> {
+    let mut m: OutboxMessage =
+        serde_json::from_str(&e.letter.original).map_err(ReplayError::Undecodable)?;
     m.replay += 1;
     m.published_ms = now_ms();
-    let payload = serde_json::to_vec(&m).map_err(|err| err.to_string())?;
+    let payload = serde_json::to_vec(&m).expect("an outbox message always serialises");
     let mut headers = HeaderMap::new();
     headers.insert(
         async_nats::header::NATS_MESSAGE_ID,
         topology::outbox_msg_id(&m.campaign, m.seq, m.replay).as_str(),
     );
+    let publish =
+        |err| ReplayError::Publish(StoreError::from_publish(topology::OUTBOX_STREAM, err));
     topo.js
         .publish_with_headers(
             e.letter.original_subject.clone(),
@@ -179,9 +149,9 @@ async fn replay_one(topo: &Topology, e: &DeadEntry) -> Result<String, String> {
             Bytes::from(payload),
         )
         .await
-        .map_err(|err| err.to_string())?
+        .map_err(publish)?
         .await
-        .map_err(|err| format!("publish not acknowledged: {err}"))?;
+        .map_err(publish)?;
     // The recipient leaves the failed/dead count: it is pending again.
     let ev = DeliveryEvent {
         undoes: Some(e.letter.outcome),
@@ -193,17 +163,17 @@ async fn replay_one(topo: &Topology, e: &DeadEntry) -> Result<String, String> {
         &event_msg_id(&m.campaign, m.seq, m.replay, Outcome::Replayed, None),
     )
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(ReplayError::Event)?;
     topo.dead
         .delete_message(e.stream_seq)
         .await
-        .map_err(|err| format!("replayed, but the dead letter could not be removed: {err}"))?;
+        .map_err(|err| ReplayError::Remove(StoreError::broker(err)))?;
     Ok(m.campaign)
 }
 
 /// Deletes every matching dead letter.
 pub async fn purge(topo: &Topology, filter: &DeadFilter) -> Result<BulkReport, DeadError> {
-    let (entries, _) = list(topo, filter, usize::MAX).await?;
+    let entries = list(topo, filter, usize::MAX).await?.dead;
     let mut report = BulkReport::default();
     for e in entries {
         match topo.dead.delete_message(e.stream_seq).await {

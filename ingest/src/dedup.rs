@@ -16,30 +16,20 @@ use crate::recipients::{FormatError, KeyHasher, RecipientReader, Row, RowClassif
 const RUN_LEN: usize = 128 * 1024;
 const RECORD: usize = 24;
 
-fn io(e: std::io::Error) -> FormatError {
-    FormatError::Io(e.to_string())
-}
-
-/// Writes a sorted run to an unlinked temporary file and returns it, rewound.
-fn spill(run: &mut Vec<(u128, u64)>, dir: &Path, n: usize) -> Result<File, FormatError> {
+/// Writes a sorted run to an anonymous temporary file in `dir` and returns it, rewound.
+/// `tempfile` opens it unnamed (or unlinked at once, under a random name opened exclusively):
+/// no other user of a shared `/tmp` can guess, pre-create or read it, and nothing is left
+/// behind when the process dies.
+fn spill(run: &mut Vec<(u128, u64)>, dir: &Path) -> Result<File, FormatError> {
     run.sort_unstable();
-    let path = dir.join(format!("jetmail-dedup-{}-{n}", std::process::id()));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(io)?;
-    // Unlinked at once: the data lives as long as the handle, and nothing is left behind.
-    let _ = std::fs::remove_file(&path);
+    let file = tempfile::tempfile_in(dir)?;
     let mut w = BufWriter::with_capacity(64 * 1024, file);
     for (hash, line) in run.drain(..) {
-        w.write_all(&hash.to_le_bytes()).map_err(io)?;
-        w.write_all(&line.to_le_bytes()).map_err(io)?;
+        w.write_all(&hash.to_le_bytes())?;
+        w.write_all(&line.to_le_bytes())?;
     }
-    let mut file = w.into_inner().map_err(|e| io(e.into_error()))?;
-    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).map_err(io)?;
+    let mut file = w.into_inner().map_err(|e| e.into_error())?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
     Ok(file)
 }
 
@@ -52,7 +42,7 @@ fn next_record(r: &mut BufReader<File>) -> Result<Option<(u128, u64)>, FormatErr
             Ok(Some((hash, line)))
         }
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
-        Err(e) => Err(io(e)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -71,7 +61,7 @@ pub fn duplicate_lines<R: Read>(
         if let Row::Accepted(a) = row {
             run.push((hasher.hash(&a.dedup_key()), a.line));
             if run.len() == RUN_LEN {
-                runs.push(spill(&mut run, spill_dir, runs.len())?);
+                runs.push(spill(&mut run, spill_dir)?);
                 bytes_read.store(reader.byte_offset(), Ordering::Relaxed);
             }
         }
@@ -95,7 +85,7 @@ pub fn duplicate_lines<R: Read>(
         return Ok(dups);
     }
     if !run.is_empty() {
-        runs.push(spill(&mut run, spill_dir, runs.len())?);
+        runs.push(spill(&mut run, spill_dir)?);
     }
     let mut readers: Vec<BufReader<File>> = runs
         .into_iter()
@@ -121,11 +111,13 @@ mod tests {
     use super::*;
 
     fn lines(input: &str) -> Vec<u64> {
-        let mut v: Vec<u64> =
-            duplicate_lines(input.as_bytes(), &std::env::temp_dir(), &AtomicU64::new(0))
-                .unwrap()
-                .into_iter()
-                .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut v: Vec<u64> = duplicate_lines(input.as_bytes(), dir.path(), &AtomicU64::new(0))
+            .unwrap()
+            .into_iter()
+            .collect();
+        // Spilled runs leave nothing behind, even while they are in use.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         v.sort_unstable();
         v
     }

@@ -5,6 +5,7 @@ use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use jetmail_common::api::JsonRecipient;
 use jetmail_common::wire::Vars;
 use tokio::sync::mpsc;
 
@@ -39,14 +40,6 @@ pub fn rows_from_reader_with<R: Read + Send + 'static>(
         b.store(reader.byte_offset(), Ordering::Relaxed);
     });
     Ok((rx, bytes))
-}
-
-/// One recipient of a JSON request: a bare address or an object with `email` and variables.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(untagged)]
-pub enum JsonRecipient {
-    Address(String),
-    Object(serde_json::Map<String, serde_json::Value>),
 }
 
 /// Classifies a JSON list; `line` is the 1-based index in the list.

@@ -11,12 +11,15 @@ use async_nats::jetstream::kv;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use jetmail_common::address::domain_token;
+use jetmail_common::api::Field;
 use jetmail_common::now_ms;
-use jetmail_common::template::CampaignTemplates;
+use jetmail_common::store::StoreError;
+use jetmail_common::template::{CampaignTemplates, TemplateError};
 use jetmail_common::topology::{self, Topology};
 use jetmail_common::wire::{
     CampaignRecord, CampaignSpec, CampaignStatus, OutboxMessage, PublishProgress, RejectedRow,
 };
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::recipients::Row;
@@ -30,44 +33,63 @@ pub const PUBLISH_MAX_ACK_INFLIGHT: usize = 8192;
 pub const REJECTED_SAMPLE: usize = 1000;
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
-/// Why a submit failed. The HTTP API maps each to a status; the CLI prints it.
+/// Why a submit failed. The HTTP API answers each with its [`jetmail_common::api::ErrorCode`]; the CLI prints it.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
-    /// The campaign itself is invalid (bad sender, broken template, no recipients).
-    #[error("invalid campaign: {0}")]
-    Invalid(String),
+    /// The campaign itself is invalid (bad sender, broken template, no recipients); `field`
+    /// is the part of the request at fault.
+    #[error("invalid campaign: {field}: {detail}")]
+    Invalid { field: Field, detail: String },
     /// The campaign id exists with a different spec or idempotency key.
     #[error("campaign {0} already exists with different content")]
     Conflict(String),
     /// MAIL_OUTBOX refused more messages (its limits, discard new).
-    #[error("MAIL_OUTBOX is full ({limit}): {published} recipients of campaign {campaign} were published (through #{published_through}); submit again with --campaign-id {campaign} to publish the rest")]
+    #[error("MAIL_OUTBOX is full: {published} recipients of campaign {campaign} were published; submit again with --campaign-id {campaign} to publish the rest ({source})")]
     OutboxFull {
         campaign: String,
-        limit: String,
+        /// Every recipient up to this sequence is in MAIL_OUTBOX.
         published: u64,
-        published_through: u64,
+        #[source]
+        source: StoreError,
     },
-    #[error("publishing campaign {campaign} failed after {published} recipients: {detail}")]
-    Broker {
+    /// The broker failed (or the campaign's record could not be read or written).
+    #[error("publishing campaign {campaign} failed after {published} recipients: {source}")]
+    Store {
         campaign: String,
         published: u64,
-        detail: String,
+        #[source]
+        source: StoreError,
     },
 }
 
-/// What a submit did.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SubmitReport {
-    pub id: String,
-    /// Recipients in MAIL_OUTBOX for this campaign (across resumed submits).
-    pub published: u64,
-    pub rejected: Vec<RejectedRow>,
-    pub rejected_count: u64,
-    pub duplicates: u64,
-    /// True when the campaign had already been fully published: nothing new was sent.
-    #[serde(default)]
-    pub replayed: bool,
+impl SubmitError {
+    pub fn invalid(field: Field, detail: impl std::fmt::Display) -> Self {
+        SubmitError::Invalid {
+            field,
+            detail: detail.to_string(),
+        }
+    }
+
+    /// A storage failure after `published` recipients: a full outbox is told apart, because
+    /// its caller should come back later rather than at once.
+    fn store(campaign: &str, published: u64, source: StoreError) -> Self {
+        let campaign = campaign.to_string();
+        match source {
+            StoreError::Full { .. } => SubmitError::OutboxFull {
+                campaign,
+                published,
+                source,
+            },
+            source => SubmitError::Store {
+                campaign,
+                published,
+                source,
+            },
+        }
+    }
 }
+
+pub use jetmail_common::api::SubmitReport;
 
 /// Progress callbacks for a progress bar.
 pub trait Progress: Send {
@@ -84,54 +106,65 @@ pub struct Submission {
     pub fingerprint: Option<String>,
 }
 
-/// A stable hash of request bytes (FNV-1a 64; std's hashers are not stable across releases).
+/// SHA-256 of request parts, hex. Each part is length-prefixed, so moving bytes from one part
+/// to the next changes the hash. Stored in campaign records: it must stay stable across
+/// releases (std's hashers are not).
 pub fn fingerprint(parts: &[&[u8]]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = Sha256::new();
     for p in parts {
-        for b in p.iter().chain(&[0xff]) {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
     }
-    format!("{h:016x}")
+    hex(&h.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// Checks what can be checked before reading any recipient.
 pub fn validate_spec(spec: &CampaignSpec) -> Result<(), SubmitError> {
     lettre::message::Mailbox::from_str(spec.from.trim())
-        .map_err(|e| SubmitError::Invalid(format!("from: {e}")))?;
+        .map_err(|e| SubmitError::invalid(Field::From, e))?;
     if spec.from.contains(['\r', '\n']) {
-        return Err(SubmitError::Invalid("from: contains a line break".into()));
+        return Err(SubmitError::invalid(Field::From, "contains a line break"));
     }
     if spec.subject.contains(['\r', '\n']) {
-        return Err(SubmitError::Invalid(
-            "subject: contains a line break (header injection refused)".into(),
+        return Err(SubmitError::invalid(
+            Field::Subject,
+            "contains a line break (header injection refused)",
         ));
     }
     if spec.text.trim().is_empty() && spec.html.as_deref().unwrap_or("").trim().is_empty() {
-        return Err(SubmitError::Invalid("text: a body is required".into()));
+        return Err(SubmitError::invalid(Field::Text, "a body is required"));
     }
-    CampaignTemplates::compile(spec).map_err(|e| SubmitError::Invalid(e.to_string()))?;
+    CampaignTemplates::compile(spec).map_err(template_error)?;
     Ok(())
 }
 
-/// A fresh campaign id: time-ordered so that listings sort newest last.
+/// A template that does not compile or render is an invalid campaign, in the part it names.
+pub fn template_error(e: TemplateError) -> SubmitError {
+    let field = e.part.parse().unwrap_or(Field::Other);
+    SubmitError::invalid(field, e.message)
+}
+
+/// A fresh campaign id: time-ordered so that listings sort by age, with 48 random bits so
+/// that two ingests (or two requests in the same millisecond) never pick the same one.
 pub fn new_campaign_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::hash::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.write_u32(std::process::id());
-    format!("c{}-{:06x}", now_ms(), h.finish() & 0xff_ffff)
+    let mut random = [0u8; 6];
+    // Without an OS random source the process could not have set up TLS or NATS either.
+    getrandom::getrandom(&mut random).expect("the OS random source works");
+    format!("c{}-{}", now_ms(), hex(&random))
 }
 
 /// Campaign id for an HTTP Idempotency-Key: stable, so a replayed request finds its campaign.
+/// 128 bits of the key's SHA-256 (ids are at most 64 characters).
 pub fn campaign_id_for_key(key: &str) -> String {
-    format!("k{}", fingerprint(&[key.as_bytes()]))
+    format!("k{}", &fingerprint(&[key.as_bytes()])[..32])
 }
 
 pub use jetmail_common::records::{load_record, update_record};
@@ -151,7 +184,70 @@ struct Window {
     pending: VecDeque<(u64, PublishAckFuture)>,
     /// Highest seq such that every seq at or below it has its ack.
     through: u64,
-    acked: u64,
+}
+
+/// The record a submit publishes under.
+enum Opened {
+    /// Publish every recipient after this sequence (0: a new campaign).
+    ResumeAfter(u64),
+    /// An earlier submit of the same request already published everything: its answer.
+    Complete(SubmitReport),
+}
+
+/// Creates the campaign's record, or finds the one an earlier submit of the same campaign
+/// left. Called at the first valid recipient, never before, so that a request without any
+/// creates nothing and has nothing to clean up: in particular it can never remove the record
+/// of a live campaign whose earlier submit is still incomplete.
+async fn open_record(topo: &Topology, sub: &Submission, id: &str) -> Result<Opened, SubmitError> {
+    let fresh = CampaignRecord {
+        v: jetmail_common::wire::WIRE_VERSION,
+        id: id.to_string(),
+        spec: sub.spec.clone(),
+        status: CampaignStatus::Publishing,
+        created_ms: now_ms(),
+        publish: PublishProgress::default(),
+        idempotency_key: sub.idempotency_key.clone(),
+        request_fingerprint: sub.fingerprint.clone(),
+        schedule: Default::default(),
+    };
+    let bytes = Bytes::from(serde_json::to_vec(&fresh).expect("a record always serialises"));
+    let key = topology::campaign_key(id);
+    match topo.campaigns.create(&key, bytes).await {
+        Ok(_) => Ok(Opened::ResumeAfter(0)),
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+            let (rec, _) = load_record(topo, id)
+                .await
+                .map_err(|e| SubmitError::store(id, 0, e))?
+                .ok_or_else(|| {
+                    // Purged between our create and our read (a cancelled campaign cleaned up).
+                    SubmitError::store(id, 0, StoreError::NotFound(format!("campaign {id}")))
+                })?;
+            if rec.spec != sub.spec
+                || rec.idempotency_key != sub.idempotency_key
+                || (sub.fingerprint.is_some() && rec.request_fingerprint != sub.fingerprint)
+            {
+                return Err(SubmitError::Conflict(id.to_string()));
+            }
+            if rec.publish.complete {
+                return Ok(Opened::Complete(report_from_record(&rec, true)));
+            }
+            tracing::info!(
+                campaign = %id,
+                resume_after = rec.publish.published_through,
+                "resuming an interrupted submit"
+            );
+            Ok(Opened::ResumeAfter(rec.publish.published_through))
+        }
+        Err(e) => Err(SubmitError::store(id, 0, StoreError::broker(e))),
+    }
+}
+
+/// Rows that were not published, as the report tells them.
+#[derive(Default)]
+struct Tally {
+    rejected: Vec<RejectedRow>,
+    rejected_count: u64,
+    duplicates: u64,
 }
 
 /// Publishes a campaign from `rows`. Returns once every publish is acknowledged.
@@ -169,58 +265,15 @@ pub async fn submit(
             None => new_campaign_id(),
         },
     };
-    topology::validate_campaign_id(&id).map_err(|e| SubmitError::Invalid(e.to_string()))?;
-    let broker = |published: u64, detail: String| SubmitError::Broker {
-        campaign: id.clone(),
-        published,
-        detail,
-    };
+    topology::validate_campaign_id(&id).map_err(|e| SubmitError::invalid(Field::CampaignId, e))?;
 
-    // Create the record, or find the one a previous submit left.
-    let fresh = CampaignRecord {
-        v: jetmail_common::wire::WIRE_VERSION,
-        id: id.clone(),
-        spec: sub.spec.clone(),
-        status: CampaignStatus::Publishing,
-        created_ms: now_ms(),
-        publish: PublishProgress::default(),
-        idempotency_key: sub.idempotency_key.clone(),
-        request_fingerprint: sub.fingerprint.clone(),
-    };
-    let bytes = Bytes::from(serde_json::to_vec(&fresh).map_err(|e| broker(0, e.to_string()))?);
-    let resume_after = match topo.campaigns.create(&id, bytes).await {
-        Ok(_) => 0,
-        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-            let (rec, _) = load_record(topo, &id)
-                .await
-                .map_err(|e| broker(0, e.to_string()))?
-                .ok_or_else(|| broker(0, "campaign record vanished".into()))?;
-            if rec.spec != sub.spec
-                || rec.idempotency_key != sub.idempotency_key
-                || (sub.fingerprint.is_some() && rec.request_fingerprint != sub.fingerprint)
-            {
-                return Err(SubmitError::Conflict(id));
-            }
-            if rec.publish.complete {
-                return Ok(report_from_record(&rec, true));
-            }
-            rec.publish.published_through
-        }
-        Err(e) => return Err(broker(0, e.to_string())),
-    };
-    if resume_after > 0 {
-        tracing::info!(campaign = %id, resume_after, "resuming an interrupted submit");
-    }
-
+    let mut resume_after: Option<u64> = None;
     let mut window = Window {
         pending: VecDeque::with_capacity(PUBLISH_WINDOW),
-        through: resume_after,
-        acked: 0,
+        through: 0,
     };
     let mut seq = 0u64;
-    let mut rejected: Vec<RejectedRow> = Vec::new();
-    let mut rejected_count = 0u64;
-    let mut duplicates = 0u64;
+    let mut tally = Tally::default();
     let mut last_checkpoint = Instant::now();
     let mut buf = Vec::with_capacity(512);
 
@@ -229,19 +282,29 @@ pub async fn submit(
         let acc = match row {
             Row::Accepted(a) => a,
             Row::Rejected(r) => {
-                rejected_count += 1;
-                if rejected.len() < REJECTED_SAMPLE {
-                    rejected.push(r);
+                tally.rejected_count += 1;
+                if tally.rejected.len() < REJECTED_SAMPLE {
+                    tally.rejected.push(r);
                 }
                 continue;
             }
             Row::Duplicate { .. } => {
-                duplicates += 1;
+                tally.duplicates += 1;
                 continue;
             }
         };
+        let after = match resume_after {
+            Some(n) => n,
+            None => match open_record(topo, &sub, &id).await? {
+                Opened::Complete(report) => return Ok(report),
+                Opened::ResumeAfter(n) => {
+                    window.through = n;
+                    *resume_after.insert(n)
+                }
+            },
+        };
         seq += 1;
-        if seq <= resume_after {
+        if seq <= after {
             continue;
         }
         let msg = OutboxMessage {
@@ -254,7 +317,7 @@ pub async fn submit(
             published_ms: now_ms(),
         };
         buf.clear();
-        serde_json::to_writer(&mut buf, &msg).map_err(|e| broker(window.through, e.to_string()))?;
+        serde_json::to_writer(&mut buf, &msg).expect("an outbox message always serialises");
         let mut headers = HeaderMap::new();
         headers.insert(
             async_nats::header::NATS_MESSAGE_ID,
@@ -268,7 +331,11 @@ pub async fn submit(
         {
             Ok(ack) => window.pending.push_back((seq, ack)),
             Err(e) => {
-                failure = Some(broker(window.through, e.to_string()));
+                failure = Some(SubmitError::store(
+                    &id,
+                    window.through,
+                    StoreError::from_publish(topology::OUTBOX_STREAM, e),
+                ));
                 break;
             }
         }
@@ -280,8 +347,8 @@ pub async fn submit(
         }
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             last_checkpoint = Instant::now();
-            progress.rows(window.through, rejected_count, duplicates);
-            checkpoint(topo, &id, window.through, false, None).await;
+            progress.rows(window.through, tally.rejected_count, tally.duplicates);
+            let _ = checkpoint(topo, &id, window.through, None).await;
         }
     }
     if failure.is_none() {
@@ -292,39 +359,39 @@ pub async fn submit(
         // Settle what is in flight so the recorded progress is as far as it truly got.
         let _ = drain(&mut window, 0, &id).await;
     }
-    progress.rows(window.through, rejected_count, duplicates);
+    progress.rows(window.through, tally.rejected_count, tally.duplicates);
     if let Some(err) = failure {
-        checkpoint(topo, &id, window.through, false, None).await;
+        let _ = checkpoint(topo, &id, window.through, None).await;
+        // Report how far publishing truly got, not where the failure was first seen.
         return Err(match err {
-            SubmitError::OutboxFull { limit, .. } => SubmitError::OutboxFull {
-                campaign: id.clone(),
-                limit,
-                published: window.through,
-                published_through: window.through,
-            },
+            SubmitError::OutboxFull { source, .. } => {
+                SubmitError::store(&id, window.through, source)
+            }
+            SubmitError::Store { source, .. } => SubmitError::store(&id, window.through, source),
             other => other,
         });
     }
-    if seq == 0 {
-        // Nothing to send: leave no half-made campaign behind.
-        let _ = topo.campaigns.purge(&id).await;
-        let mut detail =
-            format!("no valid recipients ({rejected_count} rejected, {duplicates} duplicates)");
-        if let Some(r) = rejected.first() {
+    if resume_after.is_none() {
+        // No valid recipient: no record was made, so there is nothing to undo.
+        let mut detail = format!(
+            "no valid recipients ({} rejected, {} duplicates)",
+            tally.rejected_count, tally.duplicates
+        );
+        if let Some(r) = tally.rejected.first() {
             detail.push_str(&format!("; first: line {}: {}", r.line, r.reason));
         }
-        return Err(SubmitError::Invalid(detail));
+        return Err(SubmitError::invalid(Field::Recipients, detail));
     }
     let done = PublishProgress {
         published_through: window.through,
         complete: true,
-        rejected: rejected_count,
-        duplicates,
-        rejected_sample: rejected,
+        rejected: tally.rejected_count,
+        duplicates: tally.duplicates,
+        rejected_sample: tally.rejected,
     };
-    let rec = checkpoint(topo, &id, window.through, true, Some(done))
+    let rec = checkpoint(topo, &id, window.through, Some(done))
         .await
-        .ok_or_else(|| broker(window.through, "cannot record the finished campaign".into()))?;
+        .map_err(|e| SubmitError::store(&id, window.through, e))?;
     Ok(report_from_record(&rec, false))
 }
 
@@ -335,62 +402,40 @@ async fn drain(window: &mut Window, keep: usize, campaign: &str) -> Result<(), S
             break;
         };
         match ack.await {
-            Ok(_) => {
-                window.acked += 1;
-                // Acks resolve in publish order, so the contiguous prefix is `seq`.
-                window.through = seq;
-            }
+            // Acks resolve in publish order, so the contiguous prefix is `seq`.
+            Ok(_) => window.through = seq,
             Err(e) => {
-                let text = e.to_string();
                 window.pending.clear();
-                if text.contains("maximum messages")
-                    || text.contains("maximum bytes")
-                    || text.contains("resource limits")
-                {
-                    return Err(SubmitError::OutboxFull {
-                        campaign: campaign.to_string(),
-                        limit: text,
-                        published: window.through,
-                        published_through: window.through,
-                    });
-                }
-                return Err(SubmitError::Broker {
-                    campaign: campaign.to_string(),
-                    published: window.through,
-                    detail: text,
-                });
+                let source = StoreError::from_publish(topology::OUTBOX_STREAM, e);
+                return Err(SubmitError::store(campaign, window.through, source));
             }
         }
     }
     Ok(())
 }
 
-/// Records publishing progress; on completion also flips the status to running (unless the
-/// campaign was paused or cancelled meanwhile). Failures are logged: progress is advisory
-/// until the final checkpoint, which the caller checks.
+/// Records publishing progress; with `done`, the final counts, and the status flips to running
+/// (unless the campaign was paused or cancelled meanwhile). Progress on the way is advisory
+/// (a resumed submit re-publishes a little more, which the duplicate window drops), so
+/// callers may ignore its failure, which is logged; the final one they must check.
 async fn checkpoint(
     topo: &Topology,
     id: &str,
     through: u64,
-    complete: bool,
     done: Option<PublishProgress>,
-) -> Option<CampaignRecord> {
-    let res = update_record(topo, id, |rec| {
-        if let Some(d) = &done {
+) -> Result<CampaignRecord, StoreError> {
+    let res = update_record(topo, id, |rec| match &done {
+        Some(d) => {
             rec.publish = d.clone();
-        } else {
-            rec.publish.published_through = rec.publish.published_through.max(through);
+            if rec.status == CampaignStatus::Publishing {
+                rec.status = CampaignStatus::Running;
+            }
         }
-        if complete && rec.status == CampaignStatus::Publishing {
-            rec.status = CampaignStatus::Running;
-        }
+        None => rec.publish.published_through = rec.publish.published_through.max(through),
     })
     .await;
-    match res {
-        Ok(r) => Some(r),
-        Err(e) => {
-            tracing::warn!(campaign = %id, error = %e, "cannot record publishing progress");
-            None
-        }
+    if let Err(e) = &res {
+        tracing::warn!(campaign = %id, error = %e, "cannot record publishing progress");
     }
+    res
 }

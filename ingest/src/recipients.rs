@@ -47,8 +47,15 @@ pub enum FormatError {
     #[error("the input is empty")]
     Empty,
     #[error("reading input: {0}")]
-    Io(String),
+    Io(#[from] std::io::Error),
+    #[error("reading input: {0}")]
+    Csv(#[from] csv::Error),
 }
+
+/// A field whose bytes are not UTF-8: the row is rejected, the rows after it are read.
+#[derive(Debug, thiserror::Error)]
+#[error("row is not valid UTF-8")]
+struct NotUtf8;
 
 enum Mode {
     Csv {
@@ -210,11 +217,11 @@ fn start_line<R: Read>(csv: &csv::Reader<LineIndex<R>>, rec: &csv::ByteRecord) -
     end_line.saturating_sub(inner as u64).max(1)
 }
 
-fn field(rec: &csv::ByteRecord, i: usize) -> Result<String, String> {
+fn field(rec: &csv::ByteRecord, i: usize) -> Result<String, NotUtf8> {
     let raw = rec.get(i).unwrap_or_default();
     std::str::from_utf8(raw)
         .map(|s| s.trim().to_string())
-        .map_err(|_| "row is not valid UTF-8".to_string())
+        .map_err(|_| NotUtf8)
 }
 
 impl<R: Read> RecipientReader<R> {
@@ -227,9 +234,7 @@ impl<R: Read> RecipientReader<R> {
     pub fn with_classifier(input: R, classifier: RowClassifier) -> Result<Self, FormatError> {
         let mut buffered = BufReader::with_capacity(64 * 1024, input);
         // A UTF-8 byte-order mark (Excel writes one) is not part of the first column's name.
-        let head = buffered
-            .fill_buf()
-            .map_err(|e| FormatError::Io(e.to_string()))?;
+        let head = buffered.fill_buf()?;
         if head.starts_with(b"\xEF\xBB\xBF") {
             buffered.consume(3);
         }
@@ -245,9 +250,7 @@ impl<R: Read> RecipientReader<R> {
             });
         let mut first = csv::ByteRecord::new();
         // The csv crate skips blank lines, so the first record is the first non-blank line.
-        let got = csv
-            .read_byte_record(&mut first)
-            .map_err(|e| FormatError::Io(e.to_string()))?;
+        let got = csv.read_byte_record(&mut first)?;
         if !got {
             return Err(FormatError::Empty);
         }
@@ -288,7 +291,7 @@ impl<R: Read> RecipientReader<R> {
             Mode::Bare => {
                 let email = match field(rec, 0) {
                     Ok(e) => e,
-                    Err(r) => return reject(String::new(), r),
+                    Err(r) => return reject(String::new(), r.to_string()),
                 };
                 if rec.len() > 1 {
                     return reject(
@@ -312,7 +315,7 @@ impl<R: Read> RecipientReader<R> {
                 }
                 let email = match field(rec, *email_col) {
                     Ok(e) => e,
-                    Err(r) => return reject(String::new(), r),
+                    Err(r) => return reject(String::new(), r.to_string()),
                 };
                 let mut vars = Vars::new();
                 for (i, name) in names.iter().enumerate() {

@@ -1,13 +1,16 @@
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
+use jetmail_common::api::{self, ControlAction, ErrorBody, ErrorCode, Field};
 use jetmail_common::topology::{self, Topology};
+use jetmail_common::wire::CampaignStatus;
+use jetmail_ingest::control;
 use jetmail_ingest::http::{router, ApiState};
 use jetmail_testkit::NatsServer;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-async fn setup() -> anyhow::Result<(NatsServer, Topology)> {
+pub(crate) async fn setup() -> anyhow::Result<(NatsServer, Topology)> {
     let nats = NatsServer::start().await?;
     let js = jetmail_common::config::jetstream_context(nats.client().await?, 8192);
     let topo = topology::ensure(&js).await?;
@@ -74,7 +77,11 @@ async fn json_submit_idempotency_and_status() -> anyhow::Result<()> {
     // The same key again: the first answer, nothing new published.
     let (status, replay, headers) = call(&topo, 1 << 20, post_json(&body, Some("key-1"))).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    assert_eq!(replay, first);
+    assert_eq!(first["replayed"], false);
+    assert_eq!(replay["replayed"], true);
+    let mut replay_as_first = replay.clone();
+    replay_as_first["replayed"] = json!(false);
+    assert_eq!(replay_as_first, first);
     assert_eq!(
         headers
             .get("idempotent-replayed")
@@ -106,6 +113,30 @@ async fn json_submit_idempotency_and_status() -> anyhow::Result<()> {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The list and the preview answer the contract's types.
+    let (status, list, _) = call(
+        &topo,
+        1 << 20,
+        Request::get(api::route::CAMPAIGNS).body(Body::empty())?,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let list: api::CampaignList = serde_json::from_value(list)?;
+    assert_eq!(list.campaigns.len(), 1);
+    assert_eq!(list.campaigns[0].record.id, id);
+    let req = Request::post(api::route::PREVIEW)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            campaign(json!(["bad", {"email": "b@example.com", "name": "Bo"}])).to_string(),
+        ))?;
+    let (status, preview, _) = call(&topo, 1 << 20, req).await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    let preview: api::Preview = serde_json::from_value(preview)?;
+    assert_eq!(preview.recipient, "b@example.com");
+    assert_eq!(preview.subject, "Hi Bo");
+    assert_eq!(preview.html.as_deref(), Some("<p>Hello Bo</p>"));
+    assert_eq!(preview.rejected.len(), 1);
     Ok(())
 }
 
@@ -142,8 +173,29 @@ async fn multipart_submit_with_csv_file() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The error body as clients read it: the contract's type, not loose JSON.
+fn error_body(body: &Value) -> ErrorBody {
+    serde_json::from_value(body.clone()).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// Posts `body` and expects a refusal with `code`, about `field`.
+async fn expect_refusal(
+    topo: &Topology,
+    body: &Value,
+    status: StatusCode,
+    code: ErrorCode,
+    field: Option<Field>,
+) -> ErrorBody {
+    let (got, resp, _) = call(topo, 1 << 20, post_json(body, None)).await;
+    assert_eq!(got, status, "{resp}");
+    let e = error_body(&resp);
+    assert_eq!((e.error, e.field), (code, field), "{resp}");
+    assert_eq!(got.as_u16(), code.http_status());
+    e
+}
+
 #[tokio::test]
-async fn errors_are_json_with_the_right_status() -> anyhow::Result<()> {
+async fn errors_are_error_bodies_with_code_field_and_status() -> anyhow::Result<()> {
     let (_nats, topo) = setup().await?;
     // 400: not JSON at all.
     let req = Request::post("/v1/campaigns")
@@ -151,64 +203,209 @@ async fn errors_are_json_with_the_right_status() -> anyhow::Result<()> {
         .body(Body::from("{not json"))?;
     let (status, body, _) = call(&topo, 1 << 20, req).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body["error"], "bad_json");
+    assert_eq!(error_body(&body).error, ErrorCode::BadJson);
 
     // 413: over the body limit.
     let big = campaign(json!(vec!["a@example.com"; 200]));
     let (status, body, _) = call(&topo, 1024, post_json(&big, None)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
-    assert_eq!(body["error"], "too_large");
+    assert_eq!(error_body(&body).error, ErrorCode::TooLarge);
 
-    // 422: a template that does not compile, with the compiler's message.
+    // 422: a subject template that does not compile, with the compiler's message.
     let mut broken = campaign(json!(["a@example.com"]));
     broken["subject"] = json!("Hi {{ name ");
-    let (status, body, _) = call(&topo, 1 << 20, post_json(&broken, None)).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(
-        body["detail"].as_str().unwrap().contains("subject"),
-        "{body}"
-    );
+    let e = expect_refusal(
+        &topo,
+        &broken,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::InvalidCampaign,
+        Some(Field::Subject),
+    )
+    .await;
+    assert!(!e.detail.is_empty());
+    let mut broken = campaign(json!(["a@example.com"]));
+    broken["html"] = json!("<p>{% if %}</p>");
+    expect_refusal(
+        &topo,
+        &broken,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::InvalidCampaign,
+        Some(Field::Html),
+    )
+    .await;
 
     // 422: header injection in the subject or sender.
     let mut inject = campaign(json!(["a@example.com"]));
     inject["subject"] = json!("Hi\r\nBcc: victim@example.com");
-    let (status, body, _) = call(&topo, 1 << 20, post_json(&inject, None)).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("header injection"),
-        "{body}"
-    );
-    let mut inject = campaign(json!(["a@example.com"]));
-    inject["from"] = json!("news@example.com\r\nBcc: victim@example.com");
-    let (status, _, _) = call(&topo, 1 << 20, post_json(&inject, None)).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-
-    // 422: a missing field, and no valid recipient at all.
-    let (status, _, _) = call(
+    let e = expect_refusal(
         &topo,
-        1 << 20,
-        post_json(&json!({"from": "a@example.com"}), None),
+        &inject,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::InvalidCampaign,
+        Some(Field::Subject),
     )
     .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let (status, body, _) = call(&topo, 1 << 20, post_json(&campaign(json!(["nope"])), None)).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("no valid recipients"),
-        "{body}"
-    );
+    assert!(e.detail.contains("header injection"), "{e:?}");
+    let mut inject = campaign(json!(["a@example.com"]));
+    inject["from"] = json!("news@example.com\r\nBcc: victim@example.com");
+    expect_refusal(
+        &topo,
+        &inject,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::InvalidCampaign,
+        Some(Field::From),
+    )
+    .await;
+
+    // 422: no body, a missing field, a bad campaign id, no valid recipient at all.
+    let mut no_body = campaign(json!(["a@example.com"]));
+    no_body["text"] = json!(" ");
+    no_body["html"] = json!("");
+    expect_refusal(
+        &topo,
+        &no_body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::InvalidCampaign,
+        Some(Field::Text),
+    )
+    .await;
+    expect_refusal(
+        &topo,
+        &json!({"from": "a@example.com"}),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::InvalidCampaign,
+        Some(Field::Subject),
+    )
+    .await;
+    let mut bad_id = campaign(json!(["a@example.com"]));
+    bad_id["campaign_id"] = json!("no spaces");
+    expect_refusal(
+        &topo,
+        &bad_id,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::InvalidCampaign,
+        Some(Field::CampaignId),
+    )
+    .await;
+    let e = expect_refusal(
+        &topo,
+        &campaign(json!(["nope"])),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::InvalidCampaign,
+        Some(Field::Recipients),
+    )
+    .await;
+    assert!(e.detail.contains("no valid recipients"), "{e:?}");
+
+    // 404 for routes, campaigns and actions that do not exist, as error bodies too.
+    for (req, what) in [
+        (Request::get("/v2/nothing").body(Body::empty())?, "route"),
+        (
+            Request::get("/v1/campaigns/nope").body(Body::empty())?,
+            "campaign",
+        ),
+        (
+            Request::post("/v1/campaigns/nope/pause").body(Body::empty())?,
+            "campaign to pause",
+        ),
+    ] {
+        let (status, body, _) = call(&topo, 1 << 20, req).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{what}: {body}");
+        assert_eq!(error_body(&body).error, ErrorCode::NotFound, "{what}");
+    }
 
     assert_eq!(
         outbox_len(&topo).await,
         0,
         "nothing may be published by a refused request"
     );
+    let mut campaigns = topo.campaigns.keys().await?;
+    assert!(
+        futures::StreamExt::next(&mut campaigns).await.is_none(),
+        "nor any campaign record left behind"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn control_parses_its_action_once_and_refuses_unknown_ones() -> anyhow::Result<()> {
+    let (_nats, topo) = setup().await?;
+    let mut body = campaign(json!(["a@example.com"]));
+    body["campaign_id"] = json!("ctl1");
+    let (status, resp, _) = call(&topo, 1 << 20, post_json(&body, None)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{resp}");
+
+    let (status, resp, _) = call(
+        &topo,
+        1 << 20,
+        Request::post("/v1/campaigns/ctl1/stop").body(Body::empty())?,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{resp}");
+    assert_eq!(error_body(&resp).error, ErrorCode::NotFound);
+
+    let (status, rec, _) = call(
+        &topo,
+        1 << 20,
+        Request::post(api::path::control("ctl1", ControlAction::Pause)).body(Body::empty())?,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{rec}");
+    assert_eq!(rec["status"], "paused");
+
+    // Once cancelled, a campaign cannot be paused: a conflict, not a broker error.
+    control::apply(&topo, "ctl1", ControlAction::Cancel).await?;
+    let (status, resp, _) = call(
+        &topo,
+        1 << 20,
+        Request::post(api::path::control("ctl1", ControlAction::Pause)).body(Body::empty())?,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{resp}");
+    assert_eq!(error_body(&resp).error, ErrorCode::Conflict);
+    Ok(())
+}
+
+/// A resubmit of a campaign whose first submit is still incomplete, with no valid recipient,
+/// is refused and must leave the live campaign's record (and its messages) as they were.
+#[tokio::test]
+async fn an_empty_resubmit_never_removes_an_incomplete_campaign() -> anyhow::Result<()> {
+    let (_nats, topo) = setup().await?;
+    let mut body = campaign(json!(["a@example.com", "b@example.com"]));
+    body["campaign_id"] = json!("live1");
+    let (status, resp, _) = call(&topo, 1 << 20, post_json(&body, None)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{resp}");
+    // As a submit interrupted after its first recipient leaves it.
+    jetmail_common::records::update_record(&topo, "live1", |r| {
+        r.publish.complete = false;
+        r.publish.published_through = 1;
+        r.status = CampaignStatus::Publishing;
+    })
+    .await?;
+
+    body["recipients"] = json!(["not an address"]);
+    let e = expect_refusal(
+        &topo,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::InvalidCampaign,
+        Some(Field::Recipients),
+    )
+    .await;
+    assert!(e.detail.contains("no valid recipients"), "{e:?}");
+    let (rec, _) = jetmail_common::records::load_record(&topo, "live1")
+        .await?
+        .expect("the live campaign's record is still there");
+    assert_eq!(rec.publish.published_through, 1);
+    assert_eq!(rec.status, CampaignStatus::Publishing);
+    assert_eq!(outbox_len(&topo).await, 2);
+
+    // The real resubmit still resumes and completes it, publishing nothing twice.
+    body["recipients"] = json!(["a@example.com", "b@example.com"]);
+    let (status, resp, _) = call(&topo, 1 << 20, post_json(&body, None)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{resp}");
+    assert_eq!(resp["published"], 2);
+    assert_eq!(outbox_len(&topo).await, 2);
     Ok(())
 }
 
@@ -224,12 +421,10 @@ async fn a_full_outbox_is_reported_with_the_exact_published_count() -> anyhow::R
     body["campaign_id"] = json!("full1");
     let (status, resp, headers) = call(&topo, 1 << 20, post_json(&body, None)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{resp}");
-    assert_eq!(resp["error"], "outbox_full");
+    let e = error_body(&resp);
+    assert_eq!((e.error, e.field), (ErrorCode::OutboxFull, None));
     assert!(headers.contains_key(header::RETRY_AFTER));
-    assert!(
-        resp["detail"].as_str().unwrap().contains("25 recipients"),
-        "{resp}"
-    );
+    assert!(e.detail.contains("25 recipients"), "{resp}");
     assert_eq!(outbox_len(&topo).await, 25);
     let rec = jetmail_common::records::load_record(&topo, "full1")
         .await

@@ -1,5 +1,8 @@
 //! Ingest against a real nats-server: the CSV reader's edge cases, the HTTP API (driven
-//! in-process with tower's `oneshot`), resumable and idempotent submits.
+//! in-process with tower's `oneshot`, and on a real socket for shutdown), resumable and
+//! idempotent submits, and the topology commands.
 
 mod api;
 mod csv_rows;
+mod serve;
+mod topology;

@@ -40,6 +40,10 @@ pub struct SubmitArgs {
     /// Print at most this many rejected rows (all are counted).
     #[arg(long, default_value_t = 20)]
     pub show_rejected: usize,
+    /// Where the duplicate finder keeps its sorted runs (unnamed files, ~24 bytes a
+    /// recipient) for large files; the system's temporary directory by default.
+    #[arg(long, env = "JETMAIL_SPILL_DIR")]
+    pub spill_dir: Option<PathBuf>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<String> {
@@ -113,7 +117,7 @@ pub async fn run(topo: &Topology, args: SubmitArgs) -> anyhow::Result<SubmitRepo
     let scan = {
         let file = open()?;
         let scanned = scanned.clone();
-        let dir = std::env::temp_dir();
+        let dir = args.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
         tokio::task::spawn_blocking(move || duplicate_lines(file, &dir, &scanned))
     };
     tokio::pin!(scan);

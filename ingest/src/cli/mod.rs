@@ -1,0 +1,162 @@
+//! The `jetmail-ingest` commands: their arguments and what each does, so that `main.rs` only
+//! parses, starts logging, connects and calls [`run`]. Output here is for people (and for
+//! scripts that read the documented lines), so errors are `anyhow` with context.
+
+pub mod submit;
+pub mod topology;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use jetmail_common::api::{ControlAction, DeadFilter};
+use jetmail_common::config::parse_duration;
+use jetmail_common::topology::Topology;
+
+use crate::http::{ServeConfig, DEFAULT_MAX_BODY};
+use crate::{control, dead, view};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Publish a campaign from files, with a progress bar.
+    Submit(submit::SubmitArgs),
+    /// Serve the HTTP API (`POST /v1/campaigns`, …).
+    Serve(ServeArgs),
+    /// Pause, resume or cancel a campaign.
+    Control {
+        action: ControlAction,
+        campaign: String,
+    },
+    /// Print a campaign's status and counters as JSON.
+    Status { campaign: String },
+    /// List, replay or purge dead letters.
+    Dead(DeadArgs),
+    /// Show the streams, buckets and senders consumer, or change the fleet's delivery policy.
+    #[command(subcommand)]
+    Topology(topology::TopologyCommand),
+}
+
+impl Command {
+    /// Whether the command is a long-running service (logs at INFO) rather than a one-shot
+    /// tool (only warnings, so its output stays readable).
+    pub fn is_service(&self) -> bool {
+        matches!(self, Command::Serve(_))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[arg(long, env = "JETMAIL_INGEST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Largest request body accepted, in bytes (413 above it).
+    #[arg(long, env = "JETMAIL_INGEST_MAX_BODY", default_value_t = DEFAULT_MAX_BODY)]
+    pub max_body: usize,
+    /// On SIGTERM, how long requests in flight may take to finish before they are dropped
+    /// (a submit cut short resumes when the client submits again).
+    #[arg(long, env = "JETMAIL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DeadAction {
+    List,
+    Replay,
+    Purge,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeadArgs {
+    pub action: DeadAction,
+    /// Only this campaign's dead letters.
+    #[arg(long)]
+    pub campaign: Option<String>,
+    /// Only dead letters whose reason contains this text (case-insensitive).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Only these MAIL_DEAD sequence numbers (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub seq: Vec<u64>,
+    /// `list` prints at most this many.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+}
+
+/// Runs one command against the broker `topo` is connected to.
+pub async fn run(topo: Topology, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Submit(a) => submit::run(&topo, a).await.map(|_| ()),
+        Command::Serve(a) => serve(topo, a).await,
+        Command::Control { action, campaign } => {
+            let rec = control::apply(&topo, &campaign, action).await?;
+            println!("campaign {} is {}", rec.id, rec.status.as_str());
+            Ok(())
+        }
+        Command::Status { campaign } => {
+            let view = view::campaign_view(&topo, &campaign)
+                .await?
+                .with_context(|| format!("no campaign {campaign}"))?;
+            println!("{}", serde_json::to_string_pretty(&view)?);
+            Ok(())
+        }
+        Command::Dead(a) => dead_letters(&topo, a).await,
+        Command::Topology(c) => topology::run(&topo, c).await,
+    }
+}
+
+async fn serve(topo: Topology, a: ServeArgs) -> anyhow::Result<()> {
+    let shutdown = jetmail_common::shutdown::shutdown_token();
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", a.listen))?;
+    let config = ServeConfig {
+        max_body: a.max_body,
+        shutdown_timeout: a.shutdown_timeout,
+    };
+    crate::http::serve(topo, listener, &config, shutdown).await?;
+    Ok(())
+}
+
+/// `dead list|replay|purge`. The last line of each is what scripts read: `N dead letters
+/// match (M shown)`, `replayed N dead letters`, `purged N dead letters`.
+async fn dead_letters(topo: &Topology, a: DeadArgs) -> anyhow::Result<()> {
+    let filter = DeadFilter {
+        campaign: a.campaign,
+        reason: a.reason,
+        seqs: if a.seq.is_empty() { None } else { Some(a.seq) },
+    };
+    let (verb, report) = match a.action {
+        DeadAction::List => {
+            let list = dead::list(topo, &filter, a.limit).await?;
+            for e in &list.dead {
+                println!(
+                    "{}\t{}\t#{}\t{}\t{}",
+                    e.stream_seq,
+                    e.letter.campaign,
+                    e.letter
+                        .seq
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    e.letter.outcome.as_str(),
+                    e.letter.reason
+                );
+            }
+            eprintln!(
+                "{} dead letters match ({} shown)",
+                list.total,
+                list.dead.len()
+            );
+            return Ok(());
+        }
+        DeadAction::Replay => ("replayed", dead::replay(topo, &filter).await?),
+        DeadAction::Purge => ("purged", dead::purge(topo, &filter).await?),
+    };
+    for e in &report.errors {
+        eprintln!("error: {e}");
+    }
+    println!("{verb} {} dead letters", report.done);
+    anyhow::ensure!(
+        report.errors.is_empty(),
+        "{} dead letters could not be {verb}",
+        report.errors.len()
+    );
+    Ok(())
+}

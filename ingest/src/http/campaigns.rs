@@ -1,0 +1,234 @@
+//! `/v1/campaigns`: submit a campaign (JSON or multipart with a CSV file), preview it, read
+//! one campaign or all of them.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use jetmail_common::api::{
+    route, CampaignList, CampaignRequest, CampaignView, ErrorCode, Field, Preview,
+    IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER,
+};
+use jetmail_common::template::CampaignTemplates;
+use jetmail_common::wire::CampaignSpec;
+use tokio::sync::mpsc;
+
+use super::{ApiError, ApiState};
+use crate::feed::{rows_from_json, rows_from_reader};
+use crate::publish::{self, Submission};
+use crate::recipients::Row;
+use crate::view;
+
+pub(super) fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route(route::CAMPAIGNS, post(create_campaign).get(list_campaigns))
+        .route(route::CAMPAIGN, get(get_campaign))
+        .route(route::PREVIEW, post(preview))
+}
+
+/// A campaign as read from a request, before any recipient is classified.
+struct CampaignParts {
+    spec: CampaignSpec,
+    campaign_id: Option<String>,
+    rows: mpsc::Receiver<Row>,
+    /// SHA-256 of the whole request, to tell a replayed request from another one.
+    fingerprint: String,
+}
+
+async fn create_campaign(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let key = headers
+        .get(IDEMPOTENCY_KEY_HEADER)
+        .map(|v| v.to_str().map(str::to_string))
+        .transpose()
+        .map_err(|_| ApiError::new(ErrorCode::BadRequest, "Idempotency-Key is not text"))?;
+    let parts = read_campaign(&state, &headers, req).await?;
+    let report = publish::submit(
+        &state.topo,
+        Submission {
+            campaign_id: parts.campaign_id,
+            spec: parts.spec,
+            fingerprint: key.as_ref().map(|_| parts.fingerprint),
+            idempotency_key: key,
+        },
+        parts.rows,
+        &mut (),
+    )
+    .await?;
+    let replayed = report.replayed;
+    let mut resp = (StatusCode::ACCEPTED, Json(report)).into_response();
+    if replayed {
+        resp.headers_mut()
+            .insert(IDEMPOTENT_REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+/// Reads a campaign from a JSON or multipart request and checks its spec; the recipients come
+/// as a channel of classified rows.
+async fn read_campaign(
+    state: &Arc<ApiState>,
+    headers: &HeaderMap,
+    req: Request,
+) -> Result<CampaignParts, ApiError> {
+    let is_multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if is_multipart {
+        let mp = Multipart::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::body(e.status(), e.body_text()))?;
+        return read_multipart(mp).await;
+    }
+    let body = Bytes::from_request(req, state)
+        .await
+        .map_err(|e| ApiError::body(e.status(), e.body_text()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::new(ErrorCode::BadJson, e))?;
+    let r = campaign_request(value)?;
+    let spec = CampaignSpec {
+        from: r.from,
+        subject: r.subject,
+        text: r.text,
+        html: r.html.filter(|h| !h.trim().is_empty()),
+    };
+    // Refuse a broken campaign before a single row is classified.
+    publish::validate_spec(&spec)?;
+    Ok(CampaignParts {
+        spec,
+        campaign_id: r.campaign_id,
+        rows: rows_from_json(r.recipients),
+        fingerprint: publish::fingerprint(&[&body]),
+    })
+}
+
+/// The JSON request, with a missing required field named in the answer's `field` (serde says
+/// which only in its message, which is not for parsing).
+fn campaign_request(value: serde_json::Value) -> Result<CampaignRequest, ApiError> {
+    if let Some(obj) = value.as_object() {
+        for field in [Field::From, Field::Subject, Field::Recipients] {
+            if !obj.contains_key(field.as_str()) {
+                return Err(ApiError::invalid(
+                    Some(field),
+                    format!("missing field `{field}`"),
+                ));
+            }
+        }
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::invalid(None, e))
+}
+
+async fn read_multipart(mut mp: Multipart) -> Result<CampaignParts, ApiError> {
+    // Every part's name and bytes, in order: what the fingerprint is taken over.
+    let mut seen: Vec<Bytes> = Vec::new();
+    let mut from = None;
+    let mut subject = None;
+    let mut text = String::new();
+    let mut html = None;
+    let mut campaign_id = None;
+    let mut recipients: Option<Bytes> = None;
+    while let Some(part) = mp
+        .next_field()
+        .await
+        .map_err(|e| ApiError::body(e.status(), e.body_text()))?
+    {
+        let name = part.name().unwrap_or_default().to_string();
+        let data = part
+            .bytes()
+            .await
+            .map_err(|e| ApiError::body(e.status(), e.body_text()))?;
+        seen.push(Bytes::from(name.clone()));
+        seen.push(data.clone());
+        // Parts this API does not know are ignored, as unknown JSON fields are.
+        let Ok(field) = name.parse::<Field>() else {
+            continue;
+        };
+        let as_text = || {
+            String::from_utf8(data.to_vec()).map_err(|_| {
+                ApiError::new(ErrorCode::BadRequest, format!("field {name} is not UTF-8"))
+            })
+        };
+        match field {
+            Field::From => from = Some(as_text()?),
+            Field::Subject => subject = Some(as_text()?),
+            Field::Text => text = as_text()?,
+            Field::Html => html = Some(as_text()?).filter(|h: &String| !h.trim().is_empty()),
+            Field::CampaignId => campaign_id = Some(as_text()?).filter(|c: &String| !c.is_empty()),
+            Field::Recipients => recipients = Some(data),
+            Field::Other => {}
+        }
+    }
+    let missing = |f: Field| ApiError::invalid(Some(f), format!("missing field `{f}`"));
+    let spec = CampaignSpec {
+        from: from.ok_or_else(|| missing(Field::From))?,
+        subject: subject.ok_or_else(|| missing(Field::Subject))?,
+        text,
+        html,
+    };
+    publish::validate_spec(&spec)?;
+    let recipients = recipients.ok_or_else(|| missing(Field::Recipients))?;
+    let (rows, _) = rows_from_reader(std::io::Cursor::new(recipients))
+        .map_err(|e| ApiError::invalid(Some(Field::Recipients), e))?;
+    let refs: Vec<&[u8]> = seen.iter().map(|b| b.as_ref()).collect();
+    Ok(CampaignParts {
+        spec,
+        campaign_id,
+        rows,
+        fingerprint: publish::fingerprint(&refs),
+    })
+}
+
+async fn get_campaign(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignView>, ApiError> {
+    view::campaign_view(&state.topo, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no campaign {id}")))
+}
+
+async fn list_campaigns(
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<CampaignList>, ApiError> {
+    let campaigns = view::campaign_views(&state.topo).await?;
+    Ok(Json(CampaignList { campaigns }))
+}
+
+/// Renders a campaign for its first valid recipient without publishing anything.
+async fn preview(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Json<Preview>, ApiError> {
+    let CampaignParts { spec, mut rows, .. } = read_campaign(&state, &headers, req).await?;
+    let mut rejected = Vec::new();
+    let mut first = None;
+    while let Some(row) = rows.recv().await {
+        match row {
+            Row::Accepted(a) if first.is_none() => first = Some(a),
+            Row::Rejected(r) if rejected.len() < publish::REJECTED_SAMPLE => rejected.push(r),
+            _ => {}
+        }
+    }
+    let first =
+        first.ok_or_else(|| ApiError::invalid(Some(Field::Recipients), "no valid recipients"))?;
+    let rendered = CampaignTemplates::compile(&spec)
+        .and_then(|t| t.render(&first.email, &first.vars))
+        .map_err(publish::template_error)?;
+    Ok(Json(Preview {
+        recipient: first.email,
+        subject: rendered.subject,
+        text: rendered.text,
+        html: rendered.html,
+        rejected,
+    }))
+}
