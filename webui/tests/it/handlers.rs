@@ -340,7 +340,12 @@ async fn a_broken_subject_template_is_shown_beside_the_subject_field() {
         let next_label = a.body.find("<label for=\"text\"").expect("text label");
         assert!(input < error && error < next_label, "{}", a.body);
         let shown = &a.body[error..next_label];
-        assert!(shown.contains("class=\"field-error\""), "{action}: {shown}");
+        assert!(shown.contains("syntax error"), "{action}: {shown}");
+        assert!(
+            a.body[input..next_label].contains("<div class=\"field-error\" id=\"error-subject\">"),
+            "{action}: {}",
+            &a.body[input..next_label]
+        );
         assert!(
             a.body[input..error].contains("aria-invalid=\"true\""),
             "{action}: {}",
@@ -791,7 +796,12 @@ async fn live_streams_carry_campaigns_and_senders() {
         id: "s-live".into(),
         host: "h".into(),
         state: SenderState::Up,
-        relays: vec![],
+        relays: vec![RelayHealth {
+            url: "smtp://relay.example:25".into(),
+            circuit: CircuitState::Open,
+            consecutive_failures: 3,
+            last_error: Some("EHLO: 421 busy".into()),
+        }],
         in_flight: 0,
         sent: 0,
         failed: 0,
@@ -814,4 +824,6 @@ async fn live_streams_carry_campaigns_and_senders() {
     // First up, then down once three intervals pass without a heartbeat.
     assert!(seen.contains("\"id\":\"s-live\""), "{seen}");
     assert!(seen.contains("\"state\":\"up\""), "{seen}");
+    // The relay's failure travels with it, for the page's script to show.
+    assert!(seen.contains("\"last_error\":\"EHLO: 421 busy\""), "{seen}");
 }
