@@ -137,31 +137,20 @@ impl From<StoreError> for ApiError {
 impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
         let detail = e.to_string();
-        let (code, field, retry_after) = match e {
-            SubmitError::Invalid { field, detail } => {
-                return ApiError::invalid(Some(field), detail);
-            }
-            SubmitError::Conflict(_) => (ErrorCode::Conflict, None, None),
-            SubmitError::OutboxFull { .. } => (
-                ErrorCode::OutboxFull,
-                None,
-                Some(OUTBOX_FULL_RETRY_AFTER_SECS),
-            ),
+        match e {
+            SubmitError::Invalid { field, detail } => ApiError::invalid(Some(field), detail),
+            SubmitError::Conflict(_) => ApiError::new(ErrorCode::Conflict, detail),
+            SubmitError::OutboxFull { .. } => ApiError {
+                retry_after: Some(OUTBOX_FULL_RETRY_AFTER_SECS),
+                ..ApiError::new(ErrorCode::OutboxFull, detail)
+            },
             // Keep the store's classification (a corrupt record is not a broker outage), with
             // the submit's own sentence (how far publishing got).
             SubmitError::Store { source, .. } => {
                 let mut err = ApiError::from(source);
                 err.body.detail = detail;
-                return err;
+                err
             }
-        };
-        ApiError {
-            body: ErrorBody {
-                error: code,
-                field,
-                detail,
-            },
-            retry_after,
         }
     }
 }
