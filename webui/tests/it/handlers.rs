@@ -827,3 +827,43 @@ async fn live_streams_carry_campaigns_and_senders() {
     // The relay's failure travels with it, for the page's script to show.
     assert!(seen.contains("\"last_error\":\"EHLO: 421 busy\""), "{seen}");
 }
+
+#[tokio::test]
+async fn shutdown_ends_live_streams_at_once_and_returns() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app(Access::Open).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let config = jetmail_webui::Config {
+        ingest_url: app.state.config.ingest_url.clone(),
+        access: Access::Open,
+        secure_cookie: false,
+    };
+    let server = tokio::spawn(jetmail_webui::run(
+        config,
+        app.topo.clone(),
+        listener,
+        stop.clone(),
+    ));
+    // A page holding its live stream open, as every open browser tab does.
+    let mut sse = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    sse.write_all(b"GET /events/senders HTTP/1.1\r\nHost: webui\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 256];
+    let n = sse.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &head[..n]);
+
+    let started = std::time::Instant::now();
+    stop.cancel();
+    let stopped = tokio::time::timeout(jetmail_webui::SHUTDOWN_DEADLINE / 2, server)
+        .await
+        .expect("the server waited for a live stream instead of ending it")
+        .unwrap();
+    assert!(stopped.is_ok(), "{stopped:?}");
+    assert!(started.elapsed() < jetmail_webui::SHUTDOWN_DEADLINE);
+}
