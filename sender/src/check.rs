@@ -120,11 +120,7 @@ async fn check_one(relay: &Relay, opts: &RelayOptions, system: &SystemRoots, c: 
             if e.stage() == smtp::Stage::Auth {
                 c.lines.push(("AUTH".into(), format!("failed: {e}")));
             }
-            let mut why = e.to_string();
-            if e.is_tls() {
-                why.push_str(" (a relay with a certificate from a private CA needs --smtp-ca FILE or ?ca=FILE)");
-            }
-            c.failure = Some(why);
+            c.failure = Some(e.explained());
         }
     }
 }

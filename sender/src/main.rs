@@ -93,6 +93,9 @@ async fn main() -> anyhow::Result<()> {
     jetmail_common::telemetry::init_tracing();
     let args = Args::parse();
     let shutdown = jetmail_common::shutdown::shutdown_token();
+    if let Some(name) = &args.helo_name {
+        jetmail_sender::smtp::check_helo_name(name)?;
+    }
     let relay_options = RelayOptions {
         ca: args.smtp_ca,
         max_messages_per_connection: args.max_messages_per_connection,

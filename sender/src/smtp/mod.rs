@@ -69,6 +69,28 @@ impl RelayOptions {
 pub enum RelayConfigError {
     #[error(transparent)]
     Tls(#[from] TlsConfigError),
+    #[error(
+        "--helo-name {0:?}: expected a host name (letters, digits, '-', '.') or an IP address"
+    )]
+    HeloName(String),
+}
+
+/// Checks a `--helo-name`: a host name or an IP address (sent as an address literal).
+pub fn check_helo_name(name: &str) -> Result<(), RelayConfigError> {
+    if valid_helo(name) {
+        Ok(())
+    } else {
+        Err(RelayConfigError::HeloName(name.to_string()))
+    }
+}
+
+fn valid_helo(name: &str) -> bool {
+    name.parse::<std::net::IpAddr>().is_ok()
+        || (!name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }))
 }
 
 /// Connections idle longer than this are checked with NOOP before use: the relay may have
@@ -367,12 +389,7 @@ impl Relay {
 /// Whose failure it was, from where it happened and what the relay said.
 fn classify(e: &SessionError) -> SendOutcome {
     let code = e.code();
-    let mut text = e.to_string();
-    if e.is_tls() {
-        text.push_str(
-            " (a relay with a certificate from a private CA needs --smtp-ca FILE or ?ca=FILE)",
-        );
-    }
+    let text = e.explained();
     let permanent = code.is_some_and(|c| c >= 500);
     match e.stage() {
         Stage::Connect | Stage::Greeting | Stage::StartTls | Stage::Auth | Stage::Mail => {

@@ -94,10 +94,57 @@ impl SessionError {
         }
     }
 
-    /// Whether the failure was a TLS handshake or certificate problem.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, SessionError::Smtp { source, stage } if source.is_tls()
-            || (*stage == Stage::StartTls && source.status().is_none()))
+    /// The TLS error underneath, when the failure was the handshake or the certificate.
+    pub fn tls_cause(&self) -> Option<&rustls::Error> {
+        let SessionError::Smtp { source, .. } = self else {
+            return None;
+        };
+        // lettre wraps tokio-rustls's io::Error, which wraps the rustls::Error.
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        while let Some(e) = cause {
+            if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+                return Some(tls);
+            }
+            if let Some(tls) = e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            {
+                return Some(tls);
+            }
+            cause = e.source();
+        }
+        None
+    }
+
+    /// What an operator can do about a TLS failure, when there is something to say.
+    pub fn tls_hint(&self) -> Option<&'static str> {
+        use rustls::CertificateError as C;
+        match self.tls_cause()? {
+            rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => Some(
+                "a relay with a certificate from a private CA needs --smtp-ca FILE or ?ca=FILE",
+            ),
+            rustls::Error::InvalidCertificate(
+                C::NotValidForName | C::NotValidForNameContext { .. },
+            ) => Some("the certificate is not for this host name: put the name it was issued for in the URL"),
+            rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+                Some("the relay's certificate has expired")
+            }
+            _ => None,
+        }
+    }
+
+    /// The error with the hint, for logs, dead letters and `--check`.
+    pub fn explained(&self) -> String {
+        // lettre's own text repeats its wrappers ("Connection error: Connection error: …").
+        let text = match self.tls_cause() {
+            Some(tls) => format!("{}: TLS handshake failed: {tls}", self.stage()),
+            None => self.to_string(),
+        };
+        match self.tls_hint() {
+            Some(hint) => format!("{text} ({hint})"),
+            None => text,
+        }
     }
 }
 
@@ -298,7 +345,19 @@ impl Session {
         };
         *stage = Stage::Rcpt;
         let rcpt_reply = match self.conn.read_response().await {
-            Err(e) if e.status().is_none() => return Err(fail(Stage::Rcpt, e)),
+            // After a refused MAIL FROM (a 421 closes the connection) that refusal is the news.
+            Err(e) if e.status().is_none() => {
+                return Err(match mail_reply {
+                    Err(refused) => EnvelopeError {
+                        error: SessionError::Smtp {
+                            stage: Stage::Mail,
+                            source: refused,
+                        },
+                        in_step: false,
+                    },
+                    Ok(_) => fail(Stage::Rcpt, e),
+                })
+            }
             r => r,
         };
         *stage = Stage::Data;

@@ -712,6 +712,15 @@ async fn check_passes_a_good_relay_and_fails_bad_ones() -> anyhow::Result<()> {
     for expected in ["UnknownIssuer", CA_NAME, "--smtp-ca", "FAILED"] {
         assert!(out.contains(expected), "{expected:?} missing in:\n{out}");
     }
+    // tls_verify=false: accepted, with a warning at start and the certificate marked.
+    let unchecked = format!("{good}?tls_verify=false");
+    let (ok, out) = check(&["--smtp-url", &unchecked])?;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("WARN") && out.contains("certificate is not checked"),
+        "{out}"
+    );
+    assert!(out.contains("not verified"), "{out}");
     // A wrong password.
     let bad = server.url(USER, "wrong");
     let (ok, out) = check(&["--smtp-url", &bad, "--smtp-ca", &ca])?;
@@ -744,5 +753,12 @@ async fn start_up_refuses_unusable_relay_settings() -> anyhow::Result<()> {
     assert!(!ok && out.contains("holds no PEM certificate"), "{out}");
     let (ok, out) = check(&["--smtp-url", "smtp://u:p@localhost:25?ca=/x.pem&tls=none"])?;
     assert!(!ok && out.contains("needs TLS"), "{out}");
+    let (ok, out) = check(&[
+        "--smtp-url",
+        "smtp://127.0.0.1:25",
+        "--helo-name",
+        "not a name",
+    ])?;
+    assert!(!ok && out.contains("--helo-name"), "{out}");
     Ok(())
 }
