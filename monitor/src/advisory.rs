@@ -1,8 +1,10 @@
 //! Messages that reached MaxDeliver without an outcome (their sender died on every delivery)
 //! stay in the work queue forever and are never delivered again. The broker announces each
 //! with an advisory; this moves the message to MAIL_DEAD, or, if the ledger shows it was in
-//! fact sent, records it as sent, and then deletes it from MAIL_OUTBOX.
+//! fact sent, records it as sent, and then deletes it from MAIL_OUTBOX. An advisory missed
+//! while the monitor was down is made up for by [`crate::sweep`].
 
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use futures::StreamExt;
 use jetmail_common::now_ms;
 use jetmail_common::outcomes::{publish_dead, publish_event};
@@ -47,8 +49,9 @@ pub async fn run(
 pub async fn settle(topo: &Topology, seq: u64, deliveries: u64) -> Result<(), StoreError> {
     let raw = match topo.outbox.get_raw_message(seq).await {
         Ok(m) => m,
-        // Already settled by a sender: nothing to do.
-        Err(_) => return Ok(()),
+        // Already settled (by a sender, or by the advisory and the sweep both): nothing to do.
+        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(()),
+        Err(e) => return Err(StoreError::broker(e)),
     };
     let original = String::from_utf8_lossy(&raw.payload).into_owned();
     let decoded: Option<OutboxMessage> = serde_json::from_slice(&raw.payload).ok();

@@ -1,12 +1,17 @@
 //! jetmail monitor: the senders' heartbeats into the `mail_senders` health map, delivery
 //! events into campaign progress, and dead letters for messages whose sender died on every
-//! delivery. The monitor never sends mail and never acks an outbox message.
+//! delivery (from the max-deliveries advisory, and a periodic sweep for advisories it missed).
+//! The monitor never sends mail and never acks an outbox message: it settles one only by
+//! deleting it after MaxDeliver, once its dead letter (or sent event) is written.
 
 pub mod advisory;
 pub mod health;
 pub mod progress;
+pub mod sweep;
 
-use std::sync::Arc;
+use std::future::IntoFuture;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::routing::get;
@@ -14,6 +19,7 @@ use axum::{Json, Router};
 use jetmail_common::topology::Topology;
 use jetmail_common::wire::SenderHealth;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::health::HealthMap;
 
@@ -39,39 +45,109 @@ pub enum MonitorError {
     Http(#[from] std::io::Error),
 }
 
-/// Runs every part of the monitor until `shutdown`.
+/// What the monitor is told on its command line.
+#[derive(Debug, Clone)]
+pub struct MonitorConfig {
+    /// How often MAIL_OUTBOX is reconciled with the senders consumer ([`sweep`]).
+    pub sweep_every: Duration,
+    /// On shutdown, how long the parts get to finish (the last progress flush above all).
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            sweep_every: sweep::SWEEP_EVERY,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The first error of a part that ended early; it stops the whole monitor.
+type FirstFailure = Arc<Mutex<Option<MonitorError>>>;
+
+/// Runs a part of the monitor on `tracker`; if it fails, the monitor stops with its error
+/// rather than run on without it.
+fn spawn_part<F, E>(
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+    failure: &FirstFailure,
+    part: F,
+) where
+    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<MonitorError>,
+{
+    let shutdown = shutdown.clone();
+    let failure = failure.clone();
+    tracker.spawn(async move {
+        if let Err(e) = part.await {
+            let e = e.into();
+            tracing::error!(error = %e, "monitor part failed; stopping");
+            failure.lock().unwrap().get_or_insert(e);
+            shutdown.cancel();
+        }
+    });
+}
+
+/// Runs every part of the monitor until `shutdown` (or until one of them fails), then gives
+/// them `cfg.shutdown_timeout` to finish.
 pub async fn run(
+    cfg: MonitorConfig,
     client: async_nats::Client,
     topo: Topology,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), MonitorError> {
     let map: HealthMap = Arc::default();
-    let health = tokio::spawn(health::run(
-        client.clone(),
-        topo.clone(),
-        map.clone(),
-        shutdown.clone(),
-    ));
-    let advisories = tokio::spawn(advisory::run(
-        client.clone(),
-        topo.clone(),
-        shutdown.clone(),
-    ));
-    let progress = tokio::spawn(progress::run(topo.clone(), shutdown.clone()));
-    tracing::info!(addr = %listener.local_addr()?, "monitor ready");
+    let failure: FirstFailure = Arc::default();
+    let tracker = TaskTracker::new();
+    let addr = listener.local_addr()?;
+    spawn_part(
+        &tracker,
+        &shutdown,
+        &failure,
+        health::run(client.clone(), topo.clone(), map.clone(), shutdown.clone()),
+    );
+    spawn_part(
+        &tracker,
+        &shutdown,
+        &failure,
+        advisory::run(client.clone(), topo.clone(), shutdown.clone()),
+    );
+    let (t, s) = (topo.clone(), shutdown.clone());
+    spawn_part(&tracker, &shutdown, &failure, async move {
+        progress::run(t, s).await;
+        Ok::<_, MonitorError>(())
+    });
+    let (t, s) = (topo.clone(), shutdown.clone());
+    spawn_part(&tracker, &shutdown, &failure, async move {
+        sweep::run(t, cfg.sweep_every, s).await;
+        Ok::<_, MonitorError>(())
+    });
     let s = shutdown.clone();
-    axum::serve(listener, router(map))
-        .with_graceful_shutdown(async move { s.cancelled().await })
-        .await?;
-    shutdown.cancel();
-    let (h, a, _) = tokio::join!(health, advisories, progress);
-    if let Ok(Err(e)) = h {
-        return Err(e.into());
+    spawn_part(
+        &tracker,
+        &shutdown,
+        &failure,
+        axum::serve(listener, router(map))
+            .with_graceful_shutdown(async move { s.cancelled().await })
+            .into_future(),
+    );
+    tracing::info!(%addr, "monitor ready");
+    shutdown.cancelled().await;
+    tracker.close();
+    // Unfinished parts lose nothing: progress resumes from the last event it stored.
+    jetmail_common::shutdown::finish_within(
+        tracker.wait(),
+        cfg.shutdown_timeout,
+        "monitor tasks",
+        || Some(tracker.len() as u64),
+    )
+    .await;
+    jetmail_common::config::flush_before_exit(&client, Duration::from_secs(5)).await;
+    let failed = failure.lock().unwrap().take();
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    if let Ok(Err(e)) = a {
-        return Err(e.into());
-    }
-    jetmail_common::config::flush_before_exit(&client, std::time::Duration::from_secs(5)).await;
-    Ok(())
 }

@@ -1,6 +1,9 @@
 use anyhow::Context;
 use clap::Parser;
-use jetmail_common::config::NatsArgs;
+use std::time::Duration;
+
+use jetmail_common::config::{parse_duration, NatsArgs};
+use jetmail_monitor::MonitorConfig;
 
 #[derive(Parser)]
 #[command(
@@ -14,6 +17,12 @@ struct Args {
     /// Address of the HTTP endpoint (`/healthz`, `/v1/senders`).
     #[arg(long, env = "JETMAIL_MONITOR_LISTEN", default_value = "127.0.0.1:8081")]
     listen: std::net::SocketAddr,
+    /// How often MAIL_OUTBOX is checked for messages at MaxDeliver whose advisory was missed.
+    #[arg(long, env = "JETMAIL_MONITOR_SWEEP_EVERY", default_value = "30s", value_parser = parse_duration)]
+    sweep_every: Duration,
+    /// On SIGTERM, how long to wait for the last progress flush.
+    #[arg(long, env = "JETMAIL_MONITOR_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
 }
 
 #[tokio::main]
@@ -25,6 +34,10 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    jetmail_monitor::run(client, topo, listener, shutdown).await?;
+    let cfg = MonitorConfig {
+        sweep_every: args.sweep_every,
+        shutdown_timeout: args.shutdown_timeout,
+    };
+    jetmail_monitor::run(cfg, client, topo, listener, shutdown).await?;
     Ok(())
 }

@@ -39,9 +39,13 @@ pub fn fold(p: &mut CampaignProgress, ev: &DeliveryEvent) {
         Outcome::Dead => p.dead += 1,
         Outcome::Suppressed => p.suppressed += 1,
         Outcome::Cancelled => p.cancelled += 1,
+        Outcome::Expired => p.expired += 1,
+        // A replayed dead letter is pending again. Saturating: a replay whose dead letter was
+        // counted before this progress record began (or twice replayed) never wraps around.
         Outcome::Replayed => match ev.undoes {
             Some(Outcome::Failed) => p.failed = p.failed.saturating_sub(1),
             Some(Outcome::Dead) => p.dead = p.dead.saturating_sub(1),
+            Some(Outcome::Expired) => p.expired = p.expired.saturating_sub(1),
             _ => {}
         },
     }
@@ -211,5 +215,96 @@ async fn flush_all(
     }
     for id in finished {
         active.remove(&id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(outcome: Outcome, undoes: Option<Outcome>, at_ms: u64) -> DeliveryEvent {
+        // Through the wire format, as the monitor reads events (older senders omit fields).
+        serde_json::from_value(serde_json::json!({
+            "campaign": "c", "seq": 1, "outcome": outcome, "undoes": undoes, "at_ms": at_ms,
+        }))
+        .expect("a minimal event")
+    }
+
+    fn folded(events: &[DeliveryEvent]) -> CampaignProgress {
+        let mut p = CampaignProgress::default();
+        for ev in events {
+            fold(&mut p, ev);
+        }
+        p
+    }
+
+    #[test]
+    fn every_final_outcome_counts_once_and_deferrals_are_not_settled() {
+        let p = folded(&[
+            event(Outcome::Sent, None, 10),
+            event(Outcome::Deferred, None, 11),
+            event(Outcome::Deferred, None, 12),
+            event(Outcome::Failed, None, 13),
+            event(Outcome::Dead, None, 14),
+            event(Outcome::Suppressed, None, 15),
+            event(Outcome::Cancelled, None, 16),
+            event(Outcome::Expired, None, 17),
+        ]);
+        assert_eq!(
+            (
+                p.sent,
+                p.deferred,
+                p.failed,
+                p.dead,
+                p.suppressed,
+                p.cancelled,
+                p.expired
+            ),
+            (1, 2, 1, 1, 1, 1, 1)
+        );
+        assert_eq!(p.settled(), 6, "a deferral is not a final outcome");
+    }
+
+    #[test]
+    fn sent_times_are_the_first_and_the_latest_whatever_the_order() {
+        let p = folded(&[
+            event(Outcome::Sent, None, 50),
+            event(Outcome::Sent, None, 90),
+            event(Outcome::Sent, None, 70),
+        ]);
+        assert_eq!((p.first_sent_ms, p.last_sent_ms), (50, 90));
+    }
+
+    #[test]
+    fn a_replay_undoes_the_outcome_it_names_and_nothing_else() {
+        let mut p = folded(&[
+            event(Outcome::Failed, None, 1),
+            event(Outcome::Failed, None, 2),
+            event(Outcome::Dead, None, 3),
+            event(Outcome::Expired, None, 4),
+        ]);
+        fold(&mut p, &event(Outcome::Replayed, Some(Outcome::Failed), 5));
+        assert_eq!((p.failed, p.dead, p.expired), (1, 1, 1));
+        fold(&mut p, &event(Outcome::Replayed, Some(Outcome::Dead), 6));
+        assert_eq!((p.failed, p.dead, p.expired), (1, 0, 1));
+        fold(&mut p, &event(Outcome::Replayed, Some(Outcome::Expired), 7));
+        assert_eq!((p.failed, p.dead, p.expired), (1, 0, 0));
+        // A replay naming no undoable outcome changes nothing.
+        let before = p.clone();
+        fold(&mut p, &event(Outcome::Replayed, None, 8));
+        fold(&mut p, &event(Outcome::Replayed, Some(Outcome::Sent), 9));
+        assert_eq!(p, before);
+        // The replayed recipient then delivered: settled again, as sent.
+        fold(&mut p, &event(Outcome::Sent, None, 10));
+        assert_eq!((p.sent, p.settled()), (1, 2));
+    }
+
+    #[test]
+    fn a_replay_never_takes_a_counter_below_zero() {
+        let mut p = CampaignProgress::default();
+        for undoes in [Outcome::Failed, Outcome::Dead, Outcome::Expired] {
+            fold(&mut p, &event(Outcome::Replayed, Some(undoes), 1));
+        }
+        assert_eq!(p, CampaignProgress::default());
     }
 }

@@ -5,4 +5,5 @@
 //! `cargo build --workspace --bins` before.
 
 mod faults;
+mod monitor;
 mod pipeline;
