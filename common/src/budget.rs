@@ -131,6 +131,9 @@ pub struct Taker {
     scope: Scope,
     tokens: u32,
     granted_at: Instant,
+    /// After a refusal, asking the broker again before this is pointless: callers get the
+    /// remaining wait without a round trip.
+    not_before: Instant,
 }
 
 impl Taker {
@@ -139,6 +142,7 @@ impl Taker {
             scope,
             tokens: 0,
             granted_at: Instant::now(),
+            not_before: Instant::now(),
         }
     }
 
@@ -160,9 +164,14 @@ impl Taker {
             return Ok(Ok(()));
         }
         self.tokens = 0;
+        let now = Instant::now();
+        if now < self.not_before {
+            return Ok(Err(self.not_before - now));
+        }
         let slice = ((per_second * HOLD.as_secs_f64()).floor() as u32).max(1);
         let g = take(store, &self.scope, waiting.clamp(1, slice), per_second).await?;
         if g.granted == 0 {
+            self.not_before = Instant::now() + g.retry_after;
             return Ok(Err(g.retry_after));
         }
         self.tokens = g.granted - 1;

@@ -81,6 +81,27 @@ impl Campaigns {
         }
     }
 
+    /// The campaign if the cache has it (no broker round trip).
+    pub fn cached(&self, id: &str) -> Option<Arc<Campaign>> {
+        self.cache.read().unwrap().get(id).cloned()
+    }
+
+    /// The campaign scopes whose held queues need a lane: campaigns with their own rate or a
+    /// send-at time, still to be settled.
+    pub fn held_scopes(&self, now_ms: u64) -> Vec<jetmail_common::limits::Scope> {
+        self.cache
+            .read()
+            .unwrap()
+            .values()
+            .filter(|c| c.status() != CampaignStatus::Done)
+            .filter(|c| c.record.schedule.rate.is_some() || c.record.schedule.send_at_ms.is_some())
+            .filter(|c| {
+                c.status() != CampaignStatus::Cancelled || c.record.schedule.waiting(now_ms)
+            })
+            .map(|c| jetmail_common::limits::Scope::Campaign(c.record.id.clone()))
+            .collect()
+    }
+
     /// Follows changes to campaign records until `shutdown`; re-creates the watch when it
     /// fails (a broker restart ends it).
     pub async fn watch(self, shutdown: CancellationToken) {

@@ -8,13 +8,16 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
+use jetmail_common::limits::Scope;
 use jetmail_common::now_ms;
 use jetmail_common::wire::{
     Attempt, CampaignStatus, DeadLetter, DeliveryEvent, OutboxMessage, Outcome, WIRE_VERSION,
 };
 use jetmail_common::{outcomes, topology};
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
+use tokio::sync::OwnedSemaphorePermit;
 
+use crate::hold::{self, Admission, Origin};
 use crate::smtp::SendOutcome;
 use crate::Ctx;
 
@@ -24,7 +27,20 @@ const SETTLE_RETRY_FOR: Duration = Duration::from_secs(60);
 /// Handles one message to the end. `_permit` frees the send slot when dropped.
 pub async fn handle(ctx: Arc<Ctx>, msg: Message, _permit: tokio::sync::OwnedSemaphorePermit) {
     ctx.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-    process(&ctx, &msg).await;
+    process(&ctx, &msg, None).await;
+    ctx.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Handles one message pulled by a held lane, which already took the scope's budget and,
+/// for a capped domain, one of its sessions (held until the send ends).
+pub async fn handle_held(
+    ctx: Arc<Ctx>,
+    msg: Message,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    session: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    ctx.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+    process(&ctx, &msg, session).await;
     ctx.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -32,7 +48,7 @@ fn delivered(msg: &Message) -> i64 {
     msg.info().map(|i| i.delivered).unwrap_or(1)
 }
 
-async fn process(ctx: &Ctx, msg: &Message) {
+async fn process(ctx: &Ctx, msg: &Message, lane_session: Option<OwnedSemaphorePermit>) {
     let delivery = delivered(msg);
     let m: OutboxMessage = match serde_json::from_slice(&msg.payload) {
         Ok(m) => m,
@@ -59,20 +75,43 @@ async fn process(ctx: &Ctx, msg: &Message) {
         }
         _ => {}
     }
+    let Some(origin) = Origin::of(msg) else {
+        return poison(ctx, msg, format!("not an outbox subject: {}", msg.subject)).await;
+    };
     let key = topology::sent_key(&m.campaign, m.seq);
-    // Only a redelivered (or requeued) message can have been sent already: skip the look-up
-    // otherwise.
+    // Only a redelivered, requeued or moved message can have been sent already (a move
+    // whose original was redelivered after a crash): skip the look-up otherwise.
     let requeued = msg
         .headers
         .as_ref()
         .is_some_and(|h| h.get(REQUEUED_HEADER).is_some());
-    if delivery > 1 || requeued {
+    if delivery > 1 || requeued || origin.held.is_some() {
         if let Ok(Some(_)) = ctx.topo.sent.get(&key).await {
             tracing::debug!(campaign = %m.campaign, seq = m.seq, "already sent; acking redelivery");
             event(ctx, &m, Outcome::Sent, None).await;
             return ack_msg(msg).await;
         }
     }
+    // Held on purpose until the send ends: the session of a capped domain.
+    let _session = match hold::admit(ctx, &origin, &campaign, lane_session).await {
+        Admission::Send(session) => session,
+        Admission::Hold(scope) => return hold_back(ctx, msg, &m, &origin, &scope, delivery).await,
+        Admission::Expired => {
+            let reason = format!(
+                "expired: not delivered by the campaign's deadline ({})",
+                campaign
+                    .record
+                    .schedule
+                    .deadline_ms
+                    .map(jetmail_common::schedule::format_ms)
+                    .unwrap_or_default()
+            );
+            let mut attempts = previous_attempts(ctx, &key, delivery).await;
+            attempts.push(attempt(ctx, "-", None, reason.clone()));
+            return dead_letter(ctx, msg, &m, Outcome::Expired, reason, attempts).await;
+        }
+    };
+    let deadline_ms = campaign.record.schedule.deadline_ms;
     let rendered = match campaign.templates.as_ref() {
         Ok(t) => t.render(&m.email, &m.vars),
         Err(e) => Err(e.clone()),
@@ -124,11 +163,14 @@ async fn process(ctx: &Ctx, msg: &Message) {
             dead_letter(ctx, msg, &m, Outcome::Failed, text, attempts).await;
         }
         SendOutcome::Transient { code, text } => {
-            failed_attempt(ctx, msg, &m, relay_index, delivery, code, text).await;
+            if hold::asks_to_slow_down(code, &text) {
+                slow_down(ctx, &origin).await;
+            }
+            failed_attempt(ctx, msg, &m, relay_index, delivery, deadline_ms, code, text).await;
         }
         SendOutcome::Unknown { text } => {
             let text = format!("outcome unknown (may have been delivered): {text}");
-            failed_attempt(ctx, msg, &m, relay_index, delivery, None, text).await;
+            failed_attempt(ctx, msg, &m, relay_index, delivery, deadline_ms, None, text).await;
         }
         SendOutcome::RelayFailed { text, .. } => {
             // The relay failed, not the recipient: the failure counts toward the relay's
@@ -142,12 +184,48 @@ async fn process(ctx: &Ctx, msg: &Message) {
     }
 }
 
+/// A 421 or 4.7.x reply: the recipient's domain limit (or else the global one) is halved
+/// fleet-wide for a cool-down. Without a limit there is no rate to halve: the retry schedule
+/// alone spaces the attempts.
+async fn slow_down(ctx: &Ctx, origin: &Origin) {
+    let scope = ctx
+        .throttle
+        .domain_scope(&origin.domain_token)
+        .or_else(|| ctx.throttle.has_global().then_some(Scope::Global));
+    if let Some(scope) = scope {
+        if let Err(e) = ctx.throttle.refused(&scope).await {
+            tracing::warn!(%scope, error = %e, "cannot record the back-off");
+        }
+    }
+}
+
+/// Moves a recipient that must wait to its scope's held queue, then acks the original. If the
+/// move fails, the message is handed back untried instead.
+async fn hold_back(
+    ctx: &Ctx,
+    msg: &Message,
+    m: &OutboxMessage,
+    origin: &Origin,
+    scope: &Scope,
+    delivery: i64,
+) {
+    match hold::move_to(ctx, msg, m, origin, scope).await {
+        Ok(()) => ack_msg(msg).await,
+        Err(e) => {
+            tracing::warn!(%scope, error = %e, "cannot hold a recipient back; handing it back");
+            hand_back(ctx, msg, delivery, ctx.cfg.blocked_retry).await
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn failed_attempt(
     ctx: &Ctx,
     msg: &Message,
     m: &OutboxMessage,
     relay_index: usize,
     delivery: i64,
+    deadline_ms: Option<u64>,
     code: Option<u16>,
     text: String,
 ) {
@@ -171,7 +249,13 @@ async fn failed_attempt(
         let _ = ctx.topo.attempts.put(&key, v.into()).await;
     }
     event(ctx, m, Outcome::Deferred, Some(delivery)).await;
-    let delay = ctx.retry_delay(delivery);
+    // Never wait past the deadline: the message comes back then and is expired at once.
+    let delay = match deadline_ms {
+        Some(d) => ctx
+            .retry_delay(delivery)
+            .min(Duration::from_millis(d.saturating_sub(now_ms()))),
+        None => ctx.retry_delay(delivery),
+    };
     tracing::debug!(campaign = %m.campaign, seq = m.seq, delivery, ?delay, error = %text, "deferred");
     settle(msg, AckKind::Nak(Some(delay))).await;
 }

@@ -7,7 +7,10 @@ pub mod check;
 pub mod circuit;
 pub mod deliver;
 pub mod heartbeat;
+pub mod hold;
+pub mod lanes;
 pub mod smtp;
+pub mod throttle;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -80,6 +83,8 @@ pub struct Ctx {
     pub cfg: SenderConfig,
     pub topo: Topology,
     pub campaigns: Campaigns,
+    /// Limits in force and this sender's share of them.
+    pub throttle: Arc<throttle::Throttle>,
     pub relays: Vec<Relay>,
     pub stats: Stats,
     /// The fleet's retry schedule and ack wait, read from the senders consumer.
@@ -207,6 +212,11 @@ pub async fn run(
     })?;
     let ctx = Arc::new(Ctx {
         campaigns: Campaigns::new(topo.campaigns.clone()),
+        throttle: Arc::new(throttle::Throttle::new(
+            topo.limits.clone(),
+            topo.senders.clone(),
+            cfg.id.clone(),
+        )),
         relays,
         stats: Stats::default(),
         policy,
@@ -219,6 +229,7 @@ pub async fn run(
     });
     let background = CancellationToken::new();
     let watch = tokio::spawn(ctx.campaigns.clone().watch(background.clone()));
+    let limits = tokio::spawn(ctx.throttle.clone().watch(background.clone()));
     let beats = tokio::spawn(heartbeat::run(
         ctx.clone(),
         client.clone(),
@@ -227,7 +238,16 @@ pub async fn run(
     tracing::info!(id = %ctx.cfg.id, concurrency = ctx.cfg.concurrency, relays = ctx.relays.len(), "sender ready");
 
     let tracker = TaskTracker::new();
-    pull_loop(&ctx, &client, consumer, &tracker, &shutdown).await;
+    // One set of send slots for the outbox pull and every held lane.
+    let slots = Arc::new(Semaphore::new(ctx.cfg.concurrency));
+    let lanes = tokio::spawn(lanes::run(
+        ctx.clone(),
+        slots.clone(),
+        tracker.clone(),
+        shutdown.clone(),
+    ));
+    pull_loop(&ctx, &client, consumer, slots, &tracker, &shutdown).await;
+    let _ = lanes.await;
 
     ctx.set_state(SenderState::Draining);
     tracker.close();
@@ -258,6 +278,7 @@ pub async fn run(
     ctx.set_state(SenderState::Stopped);
     background.cancel();
     let _ = watch.await;
+    let _ = limits.await;
     let _ = beats.await; // publishes the final `stopped` heartbeat
     jetmail_common::config::flush_before_exit(&client, Duration::from_secs(5)).await;
     tracing::info!("sender stopped");
@@ -277,10 +298,10 @@ async fn pull_loop(
     ctx: &Arc<Ctx>,
     client: &async_nats::Client,
     mut consumer: Consumer<pull::Config>,
+    slots: Arc<Semaphore>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(ctx.cfg.concurrency));
     let mut failures = 0u32;
     while !shutdown.is_cancelled() {
         if client.connection_state() != async_nats::connection::State::Connected {
