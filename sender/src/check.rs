@@ -9,13 +9,10 @@
 //! [`Relay::open`], the one that decides.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lettre::transport::smtp::authentication::Mechanism;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -150,29 +147,9 @@ async fn probe_tls(
     opts: &RelayOptions,
     system: &SystemRoots,
 ) -> Result<TlsSeen, ProbeError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let extra = smtp::tls::extra_roots(url, opts.ca.as_deref(), system).map_err(ProbeError::new)?;
-    roots.add_parsable_certificates(extra);
-    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .map_err(ProbeError::new)?;
-    let verifier = Arc::new(Recording {
-        inner,
-        accept_any: !url.tls_verify,
-        seen: Mutex::new(None),
-    });
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(ProbeError::new)?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier.clone())
-        .with_no_client_auth();
-    let name = ServerName::try_from(url.host.clone()).map_err(ProbeError::new)?;
+    let (config, verifier) = smtp::tls::rustls_config(url, &extra).map_err(ProbeError::new)?;
+    let name = smtp::tls::server_name(url).map_err(ProbeError::new)?;
     let mut tcp = TcpStream::connect((url.host.as_str(), url.port))
         .await
         .map_err(|e| ProbeError::new(format!("connect: {e}")))?;
@@ -181,14 +158,11 @@ async fn probe_tls(
             .await
             .map_err(ProbeError::new)?;
     }
-    let handshake = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let handshake = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await;
     let certificate = verifier
-        .seen
-        .lock()
-        .unwrap()
-        .take()
+        .take_seen()
         .map(|der| describe(&der, url.tls_verify));
     match handshake {
         Ok(tls) => {
@@ -277,53 +251,5 @@ fn describe(der: &CertificateDer<'_>, verified: bool) -> String {
             }
         ),
         Err(e) => format!("unreadable certificate: {e}"),
-    }
-}
-
-/// Verifies as the senders do, keeping the certificate the relay presented.
-#[derive(Debug)]
-struct Recording {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
-    accept_any: bool,
-    seen: Mutex<Option<CertificateDer<'static>>>,
-}
-
-impl ServerCertVerifier for Recording {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        *self.seen.lock().unwrap() = Some(end_entity.clone().into_owned());
-        if self.accept_any {
-            return Ok(ServerCertVerified::assertion());
-        }
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
     }
 }

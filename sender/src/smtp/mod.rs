@@ -18,7 +18,7 @@ use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParam
 use lettre::Address;
 
 use crate::circuit::Circuit;
-pub use session::{client_id, Connector, Extensions, Session, SessionError, Stage};
+pub use session::{client_id, Connector, ConnectorTls, Extensions, Session, SessionError, Stage};
 pub use tls::{SystemRoots, TlsConfigError};
 pub use url::{RelayUrl, RelayUrlError, TlsMode};
 
@@ -135,11 +135,20 @@ impl Relay {
         circuit: Circuit,
     ) -> Result<Self, RelayConfigError> {
         let redacted = url.redacted();
-        let tls = if url.tls == TlsMode::None {
-            None
-        } else {
-            let roots = tls::extra_roots(&url, opts.ca.as_deref(), system)?;
-            Some(tls::tls_parameters(&url, &roots)?)
+        let tls = match url.tls {
+            TlsMode::None => ConnectorTls::None,
+            TlsMode::StartTls => {
+                let roots = tls::extra_roots(&url, opts.ca.as_deref(), system)?;
+                ConnectorTls::StartTls(tls::tls_parameters(&url, &roots)?)
+            }
+            TlsMode::Implicit => {
+                let roots = tls::extra_roots(&url, opts.ca.as_deref(), system)?;
+                let (config, _) = tls::rustls_config(&url, &roots)?;
+                ConnectorTls::Implicit(
+                    tokio_rustls::TlsConnector::from(config),
+                    tls::server_name(&url)?,
+                )
+            }
         };
         if !url.tls_verify {
             tracing::warn!(relay = %redacted, "tls_verify=false: the relay's certificate is not checked; anyone on the path can read the mail and the password");

@@ -15,11 +15,13 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
+use rustls::pki_types::ServerName;
 
+use super::tls::TlsSocket;
 use super::url::{RelayUrl, TlsMode};
 
 pub type SmtpError = lettre::transport::smtp::Error;
@@ -67,6 +69,9 @@ pub enum SessionError {
     },
     #[error("connect: {0}")]
     Connect(#[source] std::io::Error),
+    /// The implicit-TLS handshake (smtps://).
+    #[error("TLS: {0}")]
+    Handshake(#[source] std::io::Error),
     #[error("STARTTLS: the relay does not offer it (the URL asks for tls=starttls)")]
     NoStartTls,
     /// Defence in depth: [`RelayUrl`] already turns credentials into STARTTLS.
@@ -78,7 +83,7 @@ impl SessionError {
     pub fn stage(&self) -> Stage {
         match self {
             SessionError::Smtp { stage, .. } => *stage,
-            SessionError::Connect(_) => Stage::Connect,
+            SessionError::Connect(_) | SessionError::Handshake(_) => Stage::Connect,
             SessionError::NoStartTls => Stage::StartTls,
             SessionError::PlainAuth => Stage::Auth,
         }
@@ -96,11 +101,12 @@ impl SessionError {
 
     /// The TLS error underneath, when the failure was the handshake or the certificate.
     pub fn tls_cause(&self) -> Option<&rustls::Error> {
-        let SessionError::Smtp { source, .. } = self else {
-            return None;
-        };
         // lettre wraps tokio-rustls's io::Error, which wraps the rustls::Error.
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = match self {
+            SessionError::Smtp { source, .. } => Some(source),
+            SessionError::Handshake(io) => Some(io),
+            _ => None,
+        };
         while let Some(e) = cause {
             if let Some(tls) = e.downcast_ref::<rustls::Error>() {
                 return Some(tls);
@@ -206,48 +212,64 @@ pub struct Session {
 pub struct Connector {
     pub url: RelayUrl,
     pub hello: ClientId,
-    pub tls: Option<TlsParameters>,
+    pub tls: ConnectorTls,
     pub connect_timeout: Duration,
+}
+
+/// How a connection is encrypted.
+pub enum ConnectorTls {
+    None,
+    /// lettre upgrades the connection after STARTTLS.
+    StartTls(TlsParameters),
+    /// TLS from the first byte, done here on our own socket (for TCP_NODELAY, see
+    /// [`Connector::open`]); lettre then speaks SMTP over it.
+    Implicit(tokio_rustls::TlsConnector, ServerName<'static>),
 }
 
 impl Connector {
     /// Connects, greets, upgrades to TLS and authenticates, as the URL says.
     pub async fn open(&self) -> Result<Session, SessionError> {
         let url = &self.url;
-        let mut conn = match (&self.tls, url.tls) {
-            (Some(tls), TlsMode::Implicit) => AsyncSmtpConnection::connect_tokio1(
-                (url.host.as_str(), url.port),
-                Some(self.connect_timeout),
-                &self.hello,
-                Some(tls.clone()),
-                None,
-            )
-            .await
-            .map_err(at(Stage::Connect))?,
-            _ => {
-                // Our own socket, for TCP_NODELAY: lettre writes the message and its final "."
-                // separately, and with Nagle's algorithm that second write waits for the
-                // relay's delayed ACK (40 ms) on every message.
-                let tcp = tokio::time::timeout(
+        // Our own socket, for TCP_NODELAY: lettre writes the message and its final "." separately,
+        // and with Nagle's algorithm that second write waits for the relay's delayed ACK
+        // (40 ms) on every message.
+        let tcp = tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect((url.host.as_str(), url.port)),
+        )
+        .await
+        .map_err(|_| {
+            SessionError::Connect(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            ))
+        })?
+        .map_err(SessionError::Connect)?;
+        tcp.set_nodelay(true).map_err(SessionError::Connect)?;
+        let implicit = matches!(self.tls, ConnectorTls::Implicit(..));
+        let stream: Box<dyn AsyncTokioStream> = match &self.tls {
+            ConnectorTls::Implicit(connector, name) => {
+                let tls = tokio::time::timeout(
                     self.connect_timeout,
-                    tokio::net::TcpStream::connect((url.host.as_str(), url.port)),
+                    connector.connect(name.clone(), tcp),
                 )
                 .await
                 .map_err(|_| {
-                    SessionError::Connect(std::io::Error::new(
+                    SessionError::Handshake(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
-                        "connect timed out",
+                        "TLS handshake timed out",
                     ))
                 })?
-                .map_err(SessionError::Connect)?;
-                tcp.set_nodelay(true).map_err(SessionError::Connect)?;
-                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello)
-                    .await
-                    .map_err(at(Stage::Greeting))?
+                .map_err(SessionError::Handshake)?;
+                Box::new(TlsSocket(tls))
             }
+            _ => Box::new(tcp),
         };
+        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
+            .await
+            .map_err(at(Stage::Greeting))?;
         if url.tls == TlsMode::StartTls {
-            let Some(tls) = &self.tls else {
+            let ConnectorTls::StartTls(tls) = &self.tls else {
                 return Err(SessionError::NoStartTls);
             };
             if !conn.can_starttls() {
@@ -266,7 +288,9 @@ impl Connector {
             }
         };
         if let Some(user) = &url.user {
-            if !conn.is_encrypted() && !url.plain_auth() {
+            // lettre does not know about TLS it did not set up itself.
+            let encrypted = implicit || conn.is_encrypted();
+            if !encrypted && !url.plain_auth() {
                 return Err(SessionError::PlainAuth);
             }
             let creds = Credentials::new(user.clone(), url.password.clone().unwrap_or_default());

@@ -4,11 +4,13 @@
 //! refused those with "UnknownIssuer".
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use lettre::transport::smtp::client::{Certificate, CertificateStore, TlsParameters};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use super::url::RelayUrl;
 
@@ -29,6 +31,13 @@ pub enum TlsConfigError {
         relay: String,
         source: lettre::transport::smtp::Error,
     },
+    #[error("TLS settings for {relay}: {source}")]
+    Rustls {
+        relay: String,
+        source: rustls::Error,
+    },
+    #[error("{relay}: {host:?} cannot be checked against a certificate")]
+    ServerName { relay: String, host: String },
 }
 
 /// The operating system's trusted roots, loaded once at start.
@@ -115,4 +124,147 @@ pub fn tls_parameters(
         b = b.add_root_certificate(Certificate::from_der(c.to_vec()).map_err(lettre_err)?);
     }
     b.build_rustls().map_err(lettre_err)
+}
+
+/// rustls settings with the same trust as [`tls_parameters`], for the TLS lettre does not do
+/// here (implicit TLS, whose socket is ours for TCP_NODELAY; `--check`'s probe). The verifier
+/// keeps the certificate the relay presented, even one it refused.
+pub fn rustls_config(
+    url: &RelayUrl,
+    extra: &[CertificateDer<'static>],
+) -> Result<(Arc<rustls::ClientConfig>, Arc<Verifier>), TlsConfigError> {
+    let err = |source| TlsConfigError::Rustls {
+        relay: url.redacted(),
+        source,
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    roots.add_parsable_certificates(extra.iter().cloned());
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| err(rustls::Error::General(e.to_string())))?;
+    let verifier = Arc::new(Verifier {
+        inner,
+        accept_any: !url.tls_verify,
+        seen: Mutex::new(None),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(err)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    Ok((Arc::new(config), verifier))
+}
+
+/// The name a relay's certificate must carry: its host name or IP address.
+pub fn server_name(url: &RelayUrl) -> Result<ServerName<'static>, TlsConfigError> {
+    ServerName::try_from(url.host.clone()).map_err(|_| TlsConfigError::ServerName {
+        relay: url.redacted(),
+        host: url.host.clone(),
+    })
+}
+
+/// Verifies as lettre's settings do (or not at all with `tls_verify=false`), keeping the
+/// certificate the relay presented.
+#[derive(Debug)]
+pub struct Verifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    accept_any: bool,
+    seen: Mutex<Option<CertificateDer<'static>>>,
+}
+
+impl Verifier {
+    /// The certificate the relay presented last, if any.
+    pub fn take_seen(&self) -> Option<CertificateDer<'static>> {
+        self.seen.lock().unwrap().take()
+    }
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.seen.lock().unwrap() = Some(end_entity.clone().into_owned());
+        if self.accept_any {
+            return Ok(ServerCertVerified::assertion());
+        }
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A TLS stream lettre can speak SMTP over as if it were a plain socket.
+#[derive(Debug)]
+pub struct TlsSocket(pub tokio_rustls::client::TlsStream<tokio::net::TcpStream>);
+
+impl lettre::transport::smtp::client::AsyncTokioStream for TlsSocket {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+impl tokio::io::AsyncRead for TlsSocket {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsSocket {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }

@@ -4,7 +4,7 @@ Prints READY once it listens and `DELIVERED <rcpt>` for every accepted recipient
 counts deliveries from this process's own output.
 
     python3 aiosmtpd_relay.py --port P [--cert C --key K] [--user U --password W]
-                              [--only-mechanism PLAIN|LOGIN] [--pipelining]
+                              [--only-mechanism PLAIN|LOGIN] [--pipelining] [--implicit]
 """
 import argparse
 import asyncio
@@ -44,13 +44,17 @@ def main():
     p.add_argument("--password")
     p.add_argument("--only-mechanism")
     p.add_argument("--pipelining", action="store_true")
+    p.add_argument("--implicit", action="store_true", help="TLS from the first byte (smtps)")
     a = p.parse_args()
 
     kwargs = {}
     if a.cert:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(a.cert, a.key)
-        kwargs.update(tls_context=ctx, require_starttls=True)
+        if a.implicit:
+            kwargs.update(ssl_context=ctx)
+        else:
+            kwargs.update(tls_context=ctx, require_starttls=True)
     if a.user:
         def authenticator(server, session, envelope, mechanism, auth_data):
             ok = (
@@ -61,7 +65,8 @@ def main():
             print(f"AUTH {mechanism} {'ok' if ok else 'failed'}", flush=True)
             return AuthResult(success=ok, handled=False)
 
-        kwargs.update(authenticator=authenticator, auth_require_tls=bool(a.cert))
+        # aiosmtpd counts only STARTTLS as TLS; an implicit-TLS session is encrypted too.
+        kwargs.update(authenticator=authenticator, auth_require_tls=bool(a.cert) and not a.implicit)
         if a.only_mechanism:
             kwargs["auth_exclude_mechanism"] = [
                 m for m in ("PLAIN", "LOGIN") if m != a.only_mechanism

@@ -398,6 +398,32 @@ async fn auth_plain_and_login_over_starttls_with_the_ca_in_the_url() -> anyhow::
     Ok(())
 }
 
+#[tokio::test]
+async fn implicit_tls_on_our_own_socket_with_a_private_ca() -> anyhow::Result<()> {
+    let dir = TempDir::new("smtps");
+    let certs = private_ca(dir.path())?;
+    let server = PyRelay::tls_auth(dir.path(), &certs, &["--implicit", "--pipelining"]).await?;
+    let url = format!("smtps://{USER}:{PASSWORD}@localhost:{}", server.port);
+    let untrusting = relay(&url, &options())?;
+    let out = send_all(&untrusting, 1).await;
+    assert!(
+        matches!(&out[0], SendOutcome::RelayFailed { text, .. }
+            if text.contains("TLS handshake failed") && text.contains("UnknownIssuer") && text.contains("--smtp-ca")),
+        "{out:?}"
+    );
+    let opts = RelayOptions {
+        ca: Some(certs.ca.clone()),
+        ..options()
+    };
+    let r = relay(&url, &opts)?;
+    let t = Instant::now();
+    assert_all_accepted(&send_all(&r, 10).await);
+    assert_each_once(&server.delivered(), 10);
+    assert!(server.output().contains("AUTH PLAIN ok"));
+    println!("RELAY smtps: 10 messages in {:?}", t.elapsed());
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_opens_the_circuit_with_its_reason_and_dead_letters_nothing(
 ) -> anyhow::Result<()> {
