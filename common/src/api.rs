@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::wire::{CampaignProgress, CampaignRecord, DeadLetter, RejectedRow};
 
+mod limits;
+pub use limits::{LimitList, LimitRequest, LimitView, RescheduleRequest};
+
 /// Routes of ingest's API, as axum patterns. Clients build concrete paths with [`path`].
 pub mod route {
     pub const HEALTH: &str = "/healthz";
@@ -21,6 +24,8 @@ pub mod route {
     pub const PREVIEW: &str = "/v1/campaigns/preview";
     pub const DEAD: &str = "/v1/dead";
     pub const DEAD_REPLAY: &str = "/v1/dead/replay";
+    pub const LIMITS: &str = "/v1/limits";
+    pub const LIMIT: &str = "/v1/limits/{scope}";
 }
 
 /// Concrete request paths, with every variable part percent-encoded.
@@ -47,6 +52,11 @@ pub mod path {
 
     pub fn control(id: &str, action: ControlAction) -> String {
         format!("{}/{}", campaign(id), action.as_str())
+    }
+
+    /// `PUT|DELETE /v1/limits/{scope}`.
+    pub fn limit(scope: &crate::limits::Scope) -> String {
+        format!("{}/{}", super::route::LIMITS, encode(&scope.token()))
     }
 
     /// `GET /v1/dead` with its query.
@@ -84,10 +94,13 @@ pub enum ErrorCode {
     InvalidCampaign,
     /// A dead-letter filter is invalid.
     InvalidFilter,
+    /// A sending limit is invalid; `field` says which part.
+    InvalidLimit,
     /// No such campaign, action or route.
     NotFound,
     /// The request contradicts the current state (a campaign id reused with other content,
-    /// resuming a finished campaign).
+    /// resuming a finished campaign, rescheduling one that started, a domain another limit
+    /// already lists).
     Conflict,
     /// MAIL_OUTBOX refused more messages; retry after `Retry-After`.
     OutboxFull,
@@ -109,7 +122,9 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::TooLarge => 413,
-            ErrorCode::InvalidCampaign | ErrorCode::InvalidFilter => 422,
+            ErrorCode::InvalidCampaign | ErrorCode::InvalidFilter | ErrorCode::InvalidLimit => {
+                422
+            }
             ErrorCode::OutboxFull | ErrorCode::Broker => 503,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
         }
@@ -122,6 +137,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::InvalidCampaign => "invalid_campaign",
             ErrorCode::InvalidFilter => "invalid_filter",
+            ErrorCode::InvalidLimit => "invalid_limit",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
             ErrorCode::OutboxFull => "outbox_full",
@@ -138,7 +154,7 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// The part of a campaign request an error is about.
+/// The part of a campaign or limit request an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Field {
@@ -148,6 +164,16 @@ pub enum Field {
     Html,
     Recipients,
     CampaignId,
+    /// A campaign's or a limit's rate (`25/s`).
+    Rate,
+    SendAt,
+    Deadline,
+    /// The domains of a limit.
+    Domains,
+    Concurrency,
+    Cooldown,
+    /// A limit's scope (in the path of `PUT /v1/limits/{scope}`).
+    Scope,
     /// A field this client does not know (a newer ingest).
     #[serde(other)]
     Other,
@@ -162,6 +188,13 @@ impl Field {
             Field::Html => "html",
             Field::Recipients => "recipients",
             Field::CampaignId => "campaign_id",
+            Field::Rate => "rate",
+            Field::SendAt => "send_at",
+            Field::Deadline => "deadline",
+            Field::Domains => "domains",
+            Field::Concurrency => "concurrency",
+            Field::Cooldown => "cooldown",
+            Field::Scope => "scope",
             Field::Other => "other",
         }
     }
@@ -174,13 +207,20 @@ pub struct UnknownField(pub String);
 
 impl Field {
     /// Every field but [`Field::Other`], which stands for names this build does not know.
-    pub const KNOWN: [Field; 6] = [
+    pub const KNOWN: [Field; 13] = [
         Field::From,
         Field::Subject,
         Field::Text,
         Field::Html,
         Field::Recipients,
         Field::CampaignId,
+        Field::Rate,
+        Field::SendAt,
+        Field::Deadline,
+        Field::Domains,
+        Field::Concurrency,
+        Field::Cooldown,
+        Field::Scope,
     ];
 }
 
@@ -213,20 +253,23 @@ pub struct ErrorBody {
     pub detail: String,
 }
 
-/// Pause, resume or cancel a campaign: parsed here and nowhere else.
+/// Pause, resume, cancel or reschedule a campaign: parsed here and nowhere else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ControlAction {
     Pause,
     Resume,
     Cancel,
+    /// A new send-at ([`RescheduleRequest`]), while the campaign has not started.
+    Reschedule,
 }
 
 impl ControlAction {
-    pub const ALL: [ControlAction; 3] = [
+    pub const ALL: [ControlAction; 4] = [
         ControlAction::Pause,
         ControlAction::Resume,
         ControlAction::Cancel,
+        ControlAction::Reschedule,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -234,13 +277,14 @@ impl ControlAction {
             ControlAction::Pause => "pause",
             ControlAction::Resume => "resume",
             ControlAction::Cancel => "cancel",
+            ControlAction::Reschedule => "reschedule",
         }
     }
 }
 
-/// A word that is not `pause`, `resume` or `cancel`.
+/// A word that is not `pause`, `resume`, `cancel` or `reschedule`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no action {0:?} (pause, resume or cancel)")]
+#[error("no action {0:?} (pause, resume, cancel or reschedule)")]
 pub struct UnknownAction(pub String);
 
 impl FromStr for ControlAction {
@@ -281,6 +325,15 @@ pub struct CampaignRequest {
     pub recipients: Vec<JsonRecipient>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign_id: Option<String>,
+    /// The campaign's own fleet-wide rate, `N/s`, `N/m` or `N/h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    /// Nothing is delivered before it: RFC 3339 or `+2h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_at: Option<String>,
+    /// Nothing is delivered after it: RFC 3339, or a duration after the send start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
 }
 
 /// The answer to a submitted campaign.
@@ -319,7 +372,7 @@ pub struct CampaignView {
     #[serde(flatten)]
     pub record: CampaignRecord,
     pub progress: CampaignProgress,
-    /// Recipients still in MAIL_OUTBOX, by the broker's count.
+    /// Recipients still waiting, in MAIL_OUTBOX or held in MAIL_HELD, by the broker's count.
     pub pending: u64,
 }
 

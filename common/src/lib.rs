@@ -8,6 +8,7 @@
 pub mod address;
 pub mod api;
 pub mod budget;
+pub mod compliance;
 pub mod config;
 pub mod limits;
 pub mod outcomes;

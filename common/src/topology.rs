@@ -38,6 +38,9 @@ pub const SENT_BUCKET: &str = "mail_sent";
 /// KV bucket of failed attempts per recipient (`<campaign>.<seq>`), so that the dead letter
 /// written by whichever sender makes the last attempt carries every earlier one.
 pub const ATTEMPTS_BUCKET: &str = "mail_attempts";
+/// KV bucket of the suppression list: one key per address ([`crate::compliance::suppression_key`]),
+/// never mailed again while present.
+pub const SUPPRESSIONS_BUCKET: &str = "mail_suppressions";
 /// KV bucket of sending limits (`limit.<scope>`), their shared budgets (`budget.<scope>`)
 /// and fleet-wide back-offs (`backoff.<scope>`): see [`crate::limits`] and [`crate::budget`].
 pub const LIMITS_BUCKET: &str = "mail_limits";
@@ -401,6 +404,8 @@ pub struct Topology {
     pub attempts: kv::Store,
     /// Sending limits, budgets and back-offs.
     pub limits: kv::Store,
+    /// The suppression list.
+    pub suppressions: kv::Store,
 }
 
 pub fn outbox_config() -> stream::Config {
@@ -652,9 +657,20 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> 
         ),
     )
     .await?;
+    let suppressions = get_or_create_bucket(
+        js,
+        SUPPRESSIONS_BUCKET,
+        kv_config(
+            SUPPRESSIONS_BUCKET,
+            "jetmail suppression list: never mailed again",
+            Duration::ZERO,
+        ),
+    )
+    .await?;
     Ok(Topology {
         js: js.clone(),
         limits,
+        suppressions,
         held,
         attempts,
         outbox,

@@ -199,7 +199,10 @@ pub enum Outcome {
     Failed,
     /// Retries exhausted, undecodable, or crashed its sender every time: in MAIL_DEAD.
     Dead,
-    /// Not sent on purpose.
+    /// Not sent on purpose. Reserved for the suppression list (unsubscribes, complaints,
+    /// hard bounces), which comes next: no sender produces it yet, but the monitor counts it
+    /// and the web UI shows it, so events from a newer sender are understood by an older
+    /// monitor during a rolling upgrade.
     Suppressed,
     /// Its campaign was cancelled.
     Cancelled,
