@@ -34,6 +34,11 @@ pub struct OutboxMessage {
     /// When ingest published it (ms since epoch), for latency measurement.
     #[serde(default)]
     pub published_ms: u64,
+    /// The recipient's signed one-click unsubscribe token
+    /// ([`crate::compliance::UnsubscribeKey::sign`]), made by ingest, which alone holds the
+    /// secret; the sender only puts it in the links of [`CampaignRecord::unsubscribe`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsubscribe_token: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -134,6 +139,16 @@ impl CampaignSchedule {
     }
 }
 
+/// Where a campaign's unsubscribe links point: `<base_url>/unsubscribe/<token>` (RFC 8058
+/// one-click) and, when a mailbox is configured, `mailto:<mailto>?subject=unsubscribe-<token>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnsubscribeLinks {
+    /// `--public-url` of ingest, without a trailing slash.
+    pub base_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailto: Option<String>,
+}
+
 /// The record of one campaign, key `<campaign>` in `mail_campaigns`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CampaignRecord {
@@ -153,6 +168,12 @@ pub struct CampaignRecord {
     pub request_fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "CampaignSchedule::is_empty")]
     pub schedule: CampaignSchedule,
+    /// Unsubscribe links of every mail of this campaign (absent: no List-Unsubscribe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsubscribe: Option<UnsubscribeLinks>,
+    /// A test send: delivered like a campaign, but listed and counted nowhere.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
 }
 
 /// Delivery progress of one campaign, key `<campaign>.progress`, written by the monitor only.
@@ -398,6 +419,7 @@ mod tests {
             vars: [("name".to_string(), "Ann".to_string())].into(),
             replay: 0,
             published_ms: 5,
+            unsubscribe_token: None,
         };
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(serde_json::from_str::<OutboxMessage>(&json).unwrap(), m);
