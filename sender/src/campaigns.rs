@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use futures::StreamExt;
+use jetmail_common::store::StoreError;
 use jetmail_common::template::{CampaignTemplates, TemplateError};
-use jetmail_common::topology::CAMPAIGN_RECORDS_FILTER;
+use jetmail_common::topology::{self, CAMPAIGN_RECORDS_FILTER};
 use jetmail_common::wire::{CampaignRecord, CampaignStatus};
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +20,7 @@ pub struct Campaign {
     /// `Err` when the stored templates do not compile (ingest refuses those; kept for safety).
     pub templates: Arc<Result<CampaignTemplates, TemplateError>>,
     /// The sender mailbox, parsed once per campaign rather than per message.
-    pub from: Result<lettre::message::Mailbox, String>,
+    pub from: Result<lettre::message::Mailbox, lettre::address::AddressError>,
 }
 
 impl Campaign {
@@ -50,12 +51,7 @@ impl Campaigns {
             Some(old) if old.record.spec == record.spec => old.templates.clone(),
             _ => Arc::new(CampaignTemplates::compile(&record.spec)),
         };
-        let from = record
-            .spec
-            .from
-            .trim()
-            .parse()
-            .map_err(|e| format!("from: {e}"));
+        let from = record.spec.from.trim().parse();
         let entry = Arc::new(Campaign {
             record,
             templates,
@@ -65,19 +61,24 @@ impl Campaigns {
     }
 
     /// The campaign, from the cache or (the watch may lag a new campaign) from the bucket.
-    pub async fn get(&self, id: &str) -> Result<Option<Arc<Campaign>>, String> {
+    /// A record that exists but cannot be decoded is [`StoreError::Corrupt`]: waiting will not
+    /// fix it, so its messages must not wait for it.
+    pub async fn get(&self, id: &str) -> Result<Option<Arc<Campaign>>, StoreError> {
         if let Some(c) = self.cache.read().unwrap().get(id) {
             return Ok(Some(c.clone()));
         }
-        match self.store.get(id).await {
+        match self.store.get(topology::campaign_key(id)).await {
             Ok(Some(bytes)) => {
-                let record: CampaignRecord = serde_json::from_slice(&bytes)
-                    .map_err(|e| format!("campaign record {id} is unreadable: {e}"))?;
+                let record: CampaignRecord =
+                    serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
+                        what: format!("campaign record {id}"),
+                        source,
+                    })?;
                 self.apply(record);
                 Ok(self.cache.read().unwrap().get(id).cloned())
             }
             Ok(None) => Ok(None),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(StoreError::broker(e)),
         }
     }
 

@@ -10,6 +10,7 @@ use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
 use jetmail_common::limits::Scope;
 use jetmail_common::now_ms;
+use jetmail_common::store::StoreError;
 use jetmail_common::wire::{
     Attempt, CampaignStatus, DeadLetter, DeliveryEvent, OutboxMessage, Outcome, WIRE_VERSION,
 };
@@ -54,14 +55,18 @@ async fn process(ctx: &Ctx, msg: &Message, lane_session: Option<OwnedSemaphorePe
         Ok(m) => m,
         Err(e) => return poison(ctx, msg, format!("undecodable message: {e}")).await,
     };
-    if ctx.crash_on.as_deref() == Some(m.email.as_str()) {
-        // Test-only hook (JETMAIL_TEST_CRASH_ON): a message that kills its sender every time.
-        tracing::error!(email = %m.email, "test hook: crashing on purpose");
-        std::process::abort();
-    }
+    test_crash(ctx, &m.email, CrashPoint::BeforeSend);
     let campaign = match ctx.campaigns.get(&m.campaign).await {
         Ok(Some(c)) => c,
         Ok(None) => return poison(ctx, msg, format!("unknown campaign {}", m.campaign)).await,
+        // Waiting will not make the record readable: dead-letter rather than loop forever.
+        Err(e @ StoreError::Corrupt { .. }) => {
+            let reason = format!("cannot be sent: {e}");
+            let mut attempts =
+                previous_attempts(ctx, &topology::sent_key(&m.campaign, m.seq), delivery).await;
+            attempts.push(attempt(ctx, "-", None, reason.clone()));
+            return dead_letter(ctx, msg, &m, Outcome::Dead, reason, attempts).await;
+        }
         Err(e) => {
             tracing::warn!(campaign = %m.campaign, error = %e, "cannot read campaign; retrying later");
             return hand_back(ctx, msg, delivery, ctx.cfg.blocked_retry).await;
@@ -116,12 +121,14 @@ async fn process(ctx: &Ctx, msg: &Message, lane_session: Option<OwnedSemaphorePe
         Ok(t) => t.render(&m.email, &m.vars),
         Err(e) => Err(e.clone()),
     };
-    let body = rendered
-        .map_err(|e| format!("template {e}"))
-        .and_then(|r| build_message(campaign.from.clone()?, &m, r));
+    let body = rendered.map_err(BuildError::Template).and_then(|r| {
+        let from = campaign.from.clone().map_err(BuildError::From)?;
+        build_message(from, &m, r)
+    });
     let (from, to, body) = match body {
         Ok(b) => b,
-        Err(reason) => {
+        Err(e) => {
+            let reason = e.to_string();
             let attempt = attempt(ctx, "-", None, reason.clone());
             return dead_letter(ctx, msg, &m, Outcome::Failed, reason, vec![attempt]).await;
         }
@@ -143,6 +150,7 @@ async fn process(ctx: &Ctx, msg: &Message, lane_session: Option<OwnedSemaphorePe
                 ctx.topo.sent.put(&key, value.clone())
             })
             .await;
+            test_crash(ctx, &m.email, CrashPoint::AfterLedger);
             event(ctx, &m, Outcome::Sent, None).await;
             if delivery > 1 {
                 let _ = ctx.topo.attempts.purge(&key).await;
@@ -280,14 +288,28 @@ fn attempt(ctx: &Ctx, relay: &str, code: Option<u16>, error: String) -> Attempt 
     }
 }
 
+/// Why a recipient's message cannot be built: permanent, so it is dead-lettered as `failed`
+/// with this text as its reason.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("template {0}")]
+    Template(#[from] jetmail_common::template::TemplateError),
+    #[error("from: {0}")]
+    From(#[source] lettre::address::AddressError),
+    #[error("to: {0}")]
+    To(#[source] lettre::address::AddressError),
+    #[error("cannot build message: {0}")]
+    Message(#[from] lettre::error::Error),
+}
+
 /// Renders the MIME message and its envelope.
 fn build_message(
     from_mb: Mailbox,
     m: &OutboxMessage,
     r: jetmail_common::template::Rendered,
-) -> Result<(lettre::Address, lettre::Address, Vec<u8>), String> {
+) -> Result<(lettre::Address, lettre::Address, Vec<u8>), BuildError> {
     let from_addr = from_mb.email.clone();
-    let to_addr: lettre::Address = m.email.parse().map_err(|e| format!("to: {e}"))?;
+    let to_addr: lettre::Address = m.email.parse().map_err(BuildError::To)?;
     let domain = from_addr.domain().to_string();
     let builder = lettre::Message::builder()
         .from(from_mb)
@@ -305,9 +327,36 @@ fn build_message(
                 .header(ContentType::TEXT_PLAIN)
                 .body(r.text),
         ),
-    }
-    .map_err(|e| format!("cannot build message: {e}"))?;
+    }?;
     Ok((from_addr, to_addr, message.formatted()))
+}
+
+/// Where the test-only crash hook (`JETMAIL_TEST_CRASH_ON`) aborts the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CrashPoint {
+    /// `JETMAIL_TEST_CRASH_ON=<email>`: before anything is sent, at every delivery (a message
+    /// that kills its sender every time, for the monitor's MaxDeliver handling).
+    BeforeSend,
+    /// `JETMAIL_TEST_CRASH_ON=sent:<email>`: after the relay accepted it and the ledger holds
+    /// it, before the ack (the redelivery must be acked without sending again).
+    AfterLedger,
+}
+
+/// Prefix of the hook's value that selects [`CrashPoint::AfterLedger`].
+const CRASH_AFTER_LEDGER_PREFIX: &str = "sent:";
+
+fn test_crash(ctx: &Ctx, email: &str, point: CrashPoint) {
+    let Some(hook) = ctx.crash_on.as_deref() else {
+        return;
+    };
+    let (at, target) = match hook.strip_prefix(CRASH_AFTER_LEDGER_PREFIX) {
+        Some(target) => (CrashPoint::AfterLedger, target),
+        None => (CrashPoint::BeforeSend, hook),
+    };
+    if at == point && target == email {
+        tracing::error!(email, ?point, "test hook: crashing on purpose");
+        std::process::abort();
+    }
 }
 
 /// Publishes an outcome event. Its id makes a re-publish after a crash a no-op.

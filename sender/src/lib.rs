@@ -54,7 +54,9 @@ pub struct SenderConfig {
     pub paused_retry: Duration,
     /// Nak delay for a message handed back untried (every circuit open, campaign unreadable).
     pub blocked_retry: Duration,
-    /// Test-only: abort the process when this recipient comes up.
+    /// Test-only (`JETMAIL_TEST_CRASH_ON`): abort the process when this recipient comes up
+    /// (`<email>`), or right after its send was accepted and recorded in the ledger, before
+    /// the ack (`sent:<email>`).
     pub crash_on: Option<String>,
 }
 
@@ -253,25 +255,15 @@ pub async fn run(
     tracker.close();
     let in_flight = ctx.stats.in_flight.load(Ordering::Relaxed);
     tracing::info!(in_flight, "draining: finishing sends in flight");
-    let deadline = tokio::time::Instant::now() + ctx.cfg.drain_timeout;
-    let mut drained = false;
-    while tokio::time::Instant::now() < deadline {
-        let step = deadline.min(tokio::time::Instant::now() + Duration::from_secs(2));
-        if tokio::time::timeout_at(step, tracker.wait()).await.is_ok() {
-            drained = true;
-            break;
-        }
-        tracing::info!(
-            in_flight = ctx.stats.in_flight.load(Ordering::Relaxed),
-            "still waiting for sends in flight"
-        );
-    }
-    if !drained {
-        tracing::error!(
-            unfinished = ctx.stats.in_flight.load(Ordering::Relaxed),
-            "drain deadline passed; exiting with sends unfinished (they will be redelivered)"
-        );
-    }
+    // Past the deadline the unfinished sends are dropped unsettled: their messages come back
+    // after the ack wait, and the ledger keeps an accepted one from being mailed twice.
+    jetmail_common::shutdown::finish_within(
+        tracker.wait(),
+        ctx.cfg.drain_timeout,
+        "sends in flight (they will be redelivered)",
+        || Some(ctx.stats.in_flight.load(Ordering::Relaxed)),
+    )
+    .await;
     for r in &ctx.relays {
         let _ = tokio::time::timeout(Duration::from_secs(2), r.close()).await;
     }

@@ -4,8 +4,9 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use jetmail_common::topology::SendersPolicy;
-use jetmail_common::wire::{CircuitState, Outcome, SenderState};
+use jetmail_common::wire::{CircuitState, Heartbeat, Outcome, SenderState};
 use jetmail_testkit::{policy, wait_for, Stack};
 
 /// Quick retries and a short ack wait so faults play out in seconds, not hours: the fleet's
@@ -108,6 +109,13 @@ async fn kill_9_senders_with_one_send_in_flight_duplicates_at_most_one_per_kill(
     Ok(())
 }
 
+/// Recipients of [`kill_9_the_broker_and_restart_it_on_the_same_store`]'s 8,000 that may be
+/// mailed twice: ARCHITECTURE.md ("Can be duplicated, and when") documents 24 to 77 measured,
+/// from sends accepted while the broker was away whose ledger entry is written only after the
+/// reconnect. 1% is the bound we promise until the cluster work drives it to zero; a run
+/// above it is a regression, not noise.
+const BROKER_KILL_DUPLICATES_BOUND: u64 = 80;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_the_broker_and_restart_it_on_the_same_store() -> anyhow::Result<()> {
     const N: usize = 8_000;
@@ -126,15 +134,20 @@ async fn kill_9_the_broker_and_restart_it_on_the_same_store() -> anyhow::Result<
     let recovery = down_at.elapsed();
     let dead = dead_addresses(&stack).await?;
     let lost = lost(&stack, N, &dead);
+    let duplicates = stack.sink.duplicates();
     report(
         "kill -9 nats-server",
         lost.len(),
-        stack.sink.duplicates(),
+        duplicates,
         Some(recovery),
     );
     assert!(lost.is_empty(), "lost {}", lost.len());
     assert!(dead.is_empty());
     assert_eq!(stack.outbox_len().await, 0);
+    assert!(
+        duplicates <= BROKER_KILL_DUPLICATES_BOUND,
+        "{duplicates} of {N} mailed twice after a broker kill (documented: at most {BROKER_KILL_DUPLICATES_BOUND})"
+    );
     Ok(())
 }
 
@@ -506,6 +519,18 @@ async fn sigterm_finishes_in_flight_within_the_drain_deadline() -> anyhow::Resul
         (stack.sink.total() > 200).then_some(())
     })
     .await?;
+    // The sender's own last word, not the health map: the monitor zeroes `in_flight` itself
+    // once it marks a silent sender down, which would hide an unfinished drain.
+    let mut beats = stack
+        .client
+        .subscribe(jetmail_common::topology::heartbeat_subject("s1"))
+        .await?;
+    stack.client.flush().await?;
+    let busy = heartbeat_where(&mut beats, Duration::from_secs(10), "s1 busy", |hb| {
+        hb.in_flight > 0
+    })
+    .await?
+    .in_flight;
     let t = Instant::now();
     let status = stack.sender("s1").terminate(Duration::from_secs(15))?;
     assert!(status.success(), "{status}");
@@ -514,12 +539,14 @@ async fn sigterm_finishes_in_flight_within_the_drain_deadline() -> anyhow::Resul
         "drain took {:?}",
         t.elapsed()
     );
-    let h = wait_for("s1 stopped or down", Duration::from_secs(5), || async {
-        let h = stack.sender_health("s1").await?;
-        matches!(h.state, SenderState::Stopped | SenderState::Down).then_some(h)
+    let last = heartbeat_where(&mut beats, Duration::from_secs(5), "s1 stopped", |hb| {
+        hb.state == SenderState::Stopped
     })
     .await?;
-    assert_eq!(h.in_flight, 0);
+    assert_eq!(
+        last.in_flight, 0,
+        "s1 stopped with sends unfinished (it had {busy} in flight before SIGTERM)"
+    );
     stack.sink.set_faults(|f| f.delay = Duration::ZERO);
     stack.wait_done("drain", Duration::from_secs(120)).await?;
     let lost = lost(&stack, N, &HashSet::new());
@@ -532,6 +559,29 @@ async fn sigterm_finishes_in_flight_within_the_drain_deadline() -> anyhow::Resul
     assert!(lost.is_empty());
     assert_eq!(stack.sink.duplicates(), 0);
     Ok(())
+}
+
+/// The first heartbeat on `beats` that `pick` accepts, within `within`.
+async fn heartbeat_where(
+    beats: &mut async_nats::Subscriber,
+    within: Duration,
+    what: &str,
+    pick: impl Fn(&Heartbeat) -> bool,
+) -> anyhow::Result<Heartbeat> {
+    let found = tokio::time::timeout(within, async {
+        while let Some(m) = beats.next().await {
+            match serde_json::from_slice::<Heartbeat>(&m.payload) {
+                Ok(hb) if pick(&hb) => return Some(hb),
+                _ => {}
+            }
+        }
+        None
+    })
+    .await;
+    found
+        .ok()
+        .flatten()
+        .ok_or_else(|| anyhow::anyhow!("no heartbeat showing {what} within {within:?}"))
 }
 
 /// Messages nak'ed for a retry count against MaxAckPending. It is sized so that a sender whose
