@@ -12,7 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::wire::{CampaignProgress, CampaignRecord, DeadLetter, RejectedRow};
 
+mod compliance;
 mod limits;
+pub use compliance::{
+    suppression_path, test_send_path, BounceReport, ReportKind, SuppressReport, SuppressRequest,
+    Suppressed, SuppressionList, SuppressionQuery, TestSendQuery, TestSendReport, TEST_SEND_MAX,
+};
 pub use limits::{LimitList, LimitRequest, LimitView, RescheduleRequest};
 
 /// Routes of ingest's API, as axum patterns. Clients build concrete paths with [`path`].
@@ -26,6 +31,13 @@ pub mod route {
     pub const DEAD_REPLAY: &str = "/v1/dead/replay";
     pub const LIMITS: &str = "/v1/limits";
     pub const LIMIT: &str = "/v1/limits/{scope}";
+    /// One-click unsubscribe (RFC 8058): public, without the API's token.
+    pub const UNSUBSCRIBE: &str = "/unsubscribe/{token}";
+    pub const SUPPRESSIONS: &str = "/v1/suppressions";
+    pub const SUPPRESSION: &str = "/v1/suppressions/{address}";
+    pub const SUPPRESSIONS_IMPORT: &str = "/v1/suppressions/import";
+    pub const BOUNCES: &str = "/v1/bounces";
+    pub const TEST_SEND: &str = "/v1/campaigns/test";
 }
 
 /// Concrete request paths, with every variable part percent-encoded.
@@ -96,6 +108,13 @@ pub enum ErrorCode {
     InvalidFilter,
     /// A sending limit is invalid; `field` says which part.
     InvalidLimit,
+    /// An address (to suppress, or to send a test to) is not one; `field` says which part.
+    InvalidAddress,
+    /// A bounce or complaint message is not a report ingest can act on (not a DSN or ARF
+    /// report, truncated, without a recipient): nothing was suppressed.
+    InvalidReport,
+    /// The unsubscribe link was not made by us or was altered: nothing changed.
+    InvalidToken,
     /// No such campaign, action or route.
     NotFound,
     /// The request contradicts the current state (a campaign id reused with other content,
@@ -122,9 +141,12 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::TooLarge => 413,
-            ErrorCode::InvalidCampaign | ErrorCode::InvalidFilter | ErrorCode::InvalidLimit => {
-                422
-            }
+            ErrorCode::InvalidCampaign
+            | ErrorCode::InvalidFilter
+            | ErrorCode::InvalidLimit
+            | ErrorCode::InvalidAddress
+            | ErrorCode::InvalidReport => 422,
+            ErrorCode::InvalidToken => 400,
             ErrorCode::OutboxFull | ErrorCode::Broker => 503,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
         }
@@ -138,6 +160,9 @@ impl ErrorCode {
             ErrorCode::InvalidCampaign => "invalid_campaign",
             ErrorCode::InvalidFilter => "invalid_filter",
             ErrorCode::InvalidLimit => "invalid_limit",
+            ErrorCode::InvalidAddress => "invalid_address",
+            ErrorCode::InvalidReport => "invalid_report",
+            ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
             ErrorCode::OutboxFull => "outbox_full",
@@ -174,6 +199,12 @@ pub enum Field {
     Cooldown,
     /// A limit's scope (in the path of `PUT /v1/limits/{scope}`).
     Scope,
+    /// An address to suppress or remove.
+    Address,
+    /// A suppression's reason.
+    Reason,
+    /// The addresses of a test send.
+    To,
     /// A field this client does not know (a newer ingest).
     #[serde(other)]
     Other,
@@ -195,6 +226,9 @@ impl Field {
             Field::Concurrency => "concurrency",
             Field::Cooldown => "cooldown",
             Field::Scope => "scope",
+            Field::Address => "address",
+            Field::Reason => "reason",
+            Field::To => "to",
             Field::Other => "other",
         }
     }
@@ -207,7 +241,7 @@ pub struct UnknownField(pub String);
 
 impl Field {
     /// Every field but [`Field::Other`], which stands for names this build does not know.
-    pub const KNOWN: [Field; 13] = [
+    pub const KNOWN: [Field; 16] = [
         Field::From,
         Field::Subject,
         Field::Text,
@@ -221,6 +255,9 @@ impl Field {
         Field::Concurrency,
         Field::Cooldown,
         Field::Scope,
+        Field::Address,
+        Field::Reason,
+        Field::To,
     ];
 }
 
@@ -349,6 +386,10 @@ pub struct SubmitReport {
     pub rejected_count: u64,
     #[serde(default)]
     pub duplicates: u64,
+    /// Recipients on the suppression list: not published (each is settled at once as a
+    /// `suppressed` outcome of the campaign).
+    #[serde(default)]
+    pub suppressed: u64,
     /// True when the campaign had already been fully published: nothing new was sent.
     #[serde(default)]
     pub replayed: bool,
@@ -469,65 +510,4 @@ pub struct BulkReport {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_bodies_round_trip_and_unknown_codes_are_tolerated() {
-        let e = ErrorBody {
-            error: ErrorCode::InvalidCampaign,
-            field: Some(Field::Subject),
-            detail: "syntax error".into(),
-        };
-        let json = serde_json::to_string(&e).unwrap();
-        assert_eq!(
-            json,
-            r#"{"error":"invalid_campaign","field":"subject","detail":"syntax error"}"#
-        );
-        assert_eq!(serde_json::from_str::<ErrorBody>(&json).unwrap(), e);
-        let newer: ErrorBody =
-            serde_json::from_str(r#"{"error":"quota","field":"budget","detail":"x"}"#).unwrap();
-        assert_eq!(
-            (newer.error, newer.field),
-            (ErrorCode::Unknown, Some(Field::Other))
-        );
-        for f in Field::KNOWN {
-            assert_eq!(f.as_str().parse::<Field>().unwrap(), f);
-        }
-        assert!("other".parse::<Field>().is_err());
-        for code in [
-            ErrorCode::BadJson,
-            ErrorCode::OutboxFull,
-            ErrorCode::Broker,
-            ErrorCode::Internal,
-        ] {
-            let s = serde_json::to_string(&code).unwrap();
-            assert_eq!(s.trim_matches('"'), code.as_str());
-        }
-    }
-
-    #[test]
-    fn control_actions_parse_once() {
-        for a in ControlAction::ALL {
-            assert_eq!(a.as_str().parse::<ControlAction>().unwrap(), a);
-        }
-        assert!("stop".parse::<ControlAction>().is_err());
-        assert_eq!(
-            path::control("c 1/x", ControlAction::Pause),
-            "/v1/campaigns/c%201%2Fx/pause"
-        );
-    }
-
-    #[test]
-    fn dead_list_paths_encode_their_query() {
-        let q = DeadQuery {
-            campaign: Some("c1".into()),
-            reason: Some("550 & more".into()),
-            limit: 5,
-        };
-        assert_eq!(
-            path::dead_list(&q),
-            "/v1/dead?limit=5&campaign=c1&reason=550%20%26%20more"
-        );
-    }
-}
+mod tests;

@@ -96,9 +96,20 @@ pub async fn flush_before_exit(client: &Client, limit: Duration) {
     }
 }
 
+/// A duration that could not be read: the text and humantime's reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?}: {reason} (write durations like 30s, 5m, 1h30m)")]
+pub struct DurationError {
+    pub text: String,
+    pub reason: String,
+}
+
 /// Parses `30s`, `5m`, `1h30m`, `250ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e}"))
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    humantime::parse_duration(s.trim()).map_err(|e| DurationError {
+        text: s.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Writes a duration the way the flags take it: `30s`, `2m`, `1h 30m`.
@@ -115,7 +126,7 @@ pub fn format_durations(d: &[Duration]) -> String {
 }
 
 /// Parses a comma-separated list of durations: `30s,2m,10m`.
-pub fn parse_duration_list(s: &str) -> Result<Vec<Duration>, String> {
+pub fn parse_duration_list(s: &str) -> Result<Vec<Duration>, DurationError> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(parse_duration)

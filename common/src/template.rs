@@ -9,6 +9,8 @@ use crate::wire::{CampaignSpec, Vars};
 const SUBJECT: &str = "subject";
 const TEXT: &str = "text";
 const HTML: &str = "html";
+/// Template variable holding the recipient's unsubscribe link.
+pub const UNSUBSCRIBE_URL: &str = "unsubscribe_url";
 
 /// A template that failed to compile or render, with minijinja's own message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,9 +76,24 @@ impl CampaignTemplates {
 
     /// Renders the parts for one recipient. `email` is available to templates as `email`.
     pub fn render(&self, email: &str, vars: &Vars) -> Result<Rendered, TemplateError> {
+        self.render_with_unsubscribe(email, vars, None)
+    }
+
+    /// Like [`CampaignTemplates::render`], with the recipient's one-click unsubscribe link
+    /// available as `{{ unsubscribe_url }}` (it renders empty when there is none). It takes
+    /// precedence over a recipient variable of that name.
+    pub fn render_with_unsubscribe(
+        &self,
+        email: &str,
+        vars: &Vars,
+        unsubscribe_url: Option<&str>,
+    ) -> Result<Rendered, TemplateError> {
         let mut ctx: std::collections::BTreeMap<&str, &str> =
             vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         ctx.insert("email", email);
+        if let Some(url) = unsubscribe_url {
+            ctx.insert(UNSUBSCRIBE_URL, url);
+        }
         let render = |part: &'static str| -> Result<String, TemplateError> {
             self.env
                 .get_template(part)
@@ -133,6 +150,20 @@ mod tests {
             .unwrap();
         assert_eq!(err.part, "subject");
         assert!(!err.message.is_empty());
+    }
+
+    #[test]
+    fn unsubscribe_url_is_a_template_variable() {
+        let mut s = spec("Hi", Some("<a href=\"{{ unsubscribe_url }}\">leave</a>"));
+        s.text = "Leave: {{ unsubscribe_url }}".into();
+        let t = CampaignTemplates::compile(&s).unwrap();
+        let r = t
+            .render_with_unsubscribe("a@example.com", &Vars::new(), Some("https://x.example/u/T"))
+            .unwrap();
+        assert_eq!(r.text, "Leave: https://x.example/u/T");
+        assert!(r.html.unwrap().contains("x.example"));
+        // Without a link it renders empty, as before.
+        assert_eq!(t.render("a@example.com", &Vars::new()).unwrap().text, "Leave: ");
     }
 
     #[test]

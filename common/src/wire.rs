@@ -95,6 +95,10 @@ pub struct PublishProgress {
     pub complete: bool,
     pub rejected: u64,
     pub duplicates: u64,
+    /// Recipients on the suppression list at submit: each took a sequence number and was
+    /// settled at once as a `suppressed` event, never published to MAIL_OUTBOX.
+    #[serde(default)]
+    pub suppressed: u64,
     /// First rejected rows (capped), so a replayed request can answer as the first did.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejected_sample: Vec<RejectedRow>,
