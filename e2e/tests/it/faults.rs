@@ -585,8 +585,10 @@ async fn heartbeat_where(
 }
 
 /// Messages nak'ed for a retry count against MaxAckPending. It is sized so that a sender whose
-/// relay is dead, piling up retries, never stalls a healthy one (JetStream's default of 1,000
-/// would).
+/// relay defers every recipient, piling up retries, never stalls a healthy one (JetStream's
+/// default of 1,000 would). The relay answers 451 to every RCPT: a recipient's transient
+/// failure, retried after the backoff (a relay that refuses connections is the relay's
+/// failure instead, handed back untried, and parks nothing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_retries_never_stall_healthy_senders() -> anyhow::Result<()> {
     const N: usize = 4_000;
@@ -599,8 +601,9 @@ async fn pending_retries_never_stall_healthy_senders() -> anyhow::Result<()> {
         "2s",
     ];
     let mut stack = Stack::start_with_policy(0, &policy("60s,60s", "4s"), &args).await?;
-    let dead_relay = format!("smtp://127.0.0.1:{}", jetmail_testkit::free_port());
-    stack.spawn_sender_with("a", &dead_relay, &[], &[])?;
+    let deferring = jetmail_testkit::SmtpSink::start().await?;
+    deferring.set_faults(|f| f.tempfail_ratio = 1.0);
+    stack.spawn_sender_with("a", &deferring.url(), &[], &[])?;
     let csv = stack.write_csv("r.csv", N)?;
     stack.submit(&csv, "stall", &[])?;
     // A fails every send at once and parks each recipient for a 60 s retry.
