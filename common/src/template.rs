@@ -163,7 +163,10 @@ mod tests {
         assert_eq!(r.text, "Leave: https://x.example/u/T");
         assert!(r.html.unwrap().contains("x.example"));
         // Without a link it renders empty, as before.
-        assert_eq!(t.render("a@example.com", &Vars::new()).unwrap().text, "Leave: ");
+        assert_eq!(
+            t.render("a@example.com", &Vars::new()).unwrap().text,
+            "Leave: "
+        );
     }
 
     #[test]

@@ -15,11 +15,13 @@ use jetmail_common::wire::{
     Attempt, CampaignStatus, DeadLetter, DeliveryEvent, OutboxMessage, Outcome, WIRE_VERSION,
 };
 use jetmail_common::{outcomes, topology};
-use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::hold::{self, Admission, Origin};
+use crate::message;
+pub use crate::message::BuildError;
 use crate::smtp::SendOutcome;
+use crate::suppressions;
 use crate::Ctx;
 
 /// How long a settlement (ack, event, dead letter) is retried while the broker is away.
@@ -117,16 +119,13 @@ async fn process(ctx: &Ctx, msg: &Message, lane_session: Option<OwnedSemaphorePe
         }
     };
     let deadline_ms = campaign.record.schedule.deadline_ms;
-    let rendered = match campaign.templates.as_ref() {
-        Ok(t) => t.render(&m.email, &m.vars),
-        Err(e) => Err(e.clone()),
-    };
-    let body = rendered.map_err(BuildError::Template).and_then(|r| {
-        let from = campaign.from.clone().map_err(BuildError::From)?;
-        build_message(from, &m, r)
-    });
-    let (from, to, body) = match body {
-        Ok(b) => b,
+    // Checked as late as possible: an address suppressed since the submit is not mailed.
+    if ctx.suppressions.contains(&m.email) {
+        event(ctx, &m, Outcome::Suppressed, None).await;
+        return ack_msg(msg).await;
+    }
+    let (from, to, body) = match message::prepare(&ctx.cfg.message, &campaign, &m).await {
+        Ok(b) => (b.envelope_from, b.to, b.body),
         Err(e) => {
             let reason = e.to_string();
             let attempt = attempt(ctx, "-", None, reason.clone());
@@ -168,6 +167,7 @@ async fn process(ctx: &Ctx, msg: &Message, lane_session: Option<OwnedSemaphorePe
             let a = attempt(ctx, relay.redacted(), code, text.clone());
             let mut attempts = previous_attempts(ctx, &key, delivery).await;
             attempts.push(a);
+            suppressions::on_permanent_failure(ctx, &m, &text).await;
             dead_letter(ctx, msg, &m, Outcome::Failed, text, attempts).await;
         }
         SendOutcome::Transient { code, text } => {
@@ -286,49 +286,6 @@ fn attempt(ctx: &Ctx, relay: &str, code: Option<u16>, error: String) -> Attempt 
         code,
         error,
     }
-}
-
-/// Why a recipient's message cannot be built: permanent, so it is dead-lettered as `failed`
-/// with this text as its reason.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error("template {0}")]
-    Template(#[from] jetmail_common::template::TemplateError),
-    #[error("from: {0}")]
-    From(#[source] lettre::address::AddressError),
-    #[error("to: {0}")]
-    To(#[source] lettre::address::AddressError),
-    #[error("cannot build message: {0}")]
-    Message(#[from] lettre::error::Error),
-}
-
-/// Renders the MIME message and its envelope.
-fn build_message(
-    from_mb: Mailbox,
-    m: &OutboxMessage,
-    r: jetmail_common::template::Rendered,
-) -> Result<(lettre::Address, lettre::Address, Vec<u8>), BuildError> {
-    let from_addr = from_mb.email.clone();
-    let to_addr: lettre::Address = m.email.parse().map_err(BuildError::To)?;
-    let domain = from_addr.domain().to_string();
-    let builder = lettre::Message::builder()
-        .from(from_mb)
-        .to(Mailbox::new(None, to_addr.clone()))
-        .subject(r.subject)
-        // Deterministic: a mail sent twice carries the same Message-ID, so clients fold it.
-        .message_id(Some(format!(
-            "<{}.{}.r{}@{domain}>",
-            m.campaign, m.seq, m.replay
-        )));
-    let message = match r.html {
-        Some(html) => builder.multipart(MultiPart::alternative_plain_html(r.text, html)),
-        None => builder.singlepart(
-            SinglePart::builder()
-                .header(ContentType::TEXT_PLAIN)
-                .body(r.text),
-        ),
-    }?;
-    Ok((from_addr, to_addr, message.formatted()))
 }
 
 /// Where the test-only crash hook (`JETMAIL_TEST_CRASH_ON`) aborts the process.

@@ -6,10 +6,13 @@ pub mod campaigns;
 pub mod check;
 pub mod circuit;
 pub mod deliver;
+pub mod dkim;
 pub mod heartbeat;
 pub mod hold;
 pub mod lanes;
+pub mod message;
 pub mod smtp;
+pub mod suppressions;
 pub mod throttle;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -58,6 +61,8 @@ pub struct SenderConfig {
     /// (`<email>`), or right after its send was accepted and recorded in the ledger, before
     /// the ack (`sent:<email>`).
     pub crash_on: Option<String>,
+    /// DKIM keys and the VERP bounce domain (`--dkim-*`, `--bounce-domain`).
+    pub message: message::MessageOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +93,8 @@ pub struct Ctx {
     /// Limits in force and this sender's share of them.
     pub throttle: Arc<throttle::Throttle>,
     pub relays: Vec<Relay>,
+    /// The suppression list, in memory (see [`suppressions`]).
+    pub suppressions: Arc<suppressions::Suppressions>,
     pub stats: Stats,
     /// The fleet's retry schedule and ack wait, read from the senders consumer.
     pub policy: topology::SendersPolicy,
@@ -220,6 +227,7 @@ pub async fn run(
             cfg.id.clone(),
         )),
         relays,
+        suppressions: Arc::new(suppressions::Suppressions::new()),
         stats: Stats::default(),
         policy,
         max_deliver,
@@ -237,6 +245,19 @@ pub async fn run(
         client.clone(),
         background.clone(),
     ));
+    let suppressed = tokio::spawn({
+        let (ctx, stop) = (ctx.clone(), background.clone());
+        async move {
+            let store = ctx.topo.suppressions.clone();
+            ctx.suppressions.watch(store, stop).await
+        }
+    });
+    // Nothing is pulled before the whole list is known: a half-loaded list would let a
+    // suppressed recipient through.
+    tokio::select! {
+        _ = ctx.suppressions.loaded() => {}
+        _ = shutdown.cancelled() => {}
+    }
     tracing::info!(id = %ctx.cfg.id, concurrency = ctx.cfg.concurrency, relays = ctx.relays.len(), "sender ready");
 
     let tracker = TaskTracker::new();
@@ -271,6 +292,7 @@ pub async fn run(
     background.cancel();
     let _ = watch.await;
     let _ = limits.await;
+    let _ = suppressed.await;
     let _ = beats.await; // publishes the final `stopped` heartbeat
     jetmail_common::config::flush_before_exit(&client, Duration::from_secs(5)).await;
     tracing::info!("sender stopped");

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use jetmail_common::config::{parse_duration, NatsArgs};
+use jetmail_sender::message::MessageOptions;
 use jetmail_sender::smtp::{RelayOptions, RelayUrl};
 use jetmail_sender::SenderConfig;
 
@@ -66,6 +67,31 @@ struct Args {
     /// precedence); for relays that refuse more per connection.
     #[arg(long, env = "JETMAIL_MAX_MESSAGES_PER_CONNECTION", value_parser = clap::value_parser!(u32).range(1..))]
     max_messages_per_connection: Option<u32>,
+    /// DKIM selector of the --dkim-key in the same position. Give both twice (an RSA and an
+    /// Ed25519 key, each with its own selector) to sign every mail with both.
+    #[arg(
+        long = "dkim-selector",
+        env = "JETMAIL_DKIM_SELECTOR",
+        value_delimiter = ','
+    )]
+    dkim_selector: Vec<String>,
+    /// DKIM private key, PEM: RSA of 2048 bits or more (PKCS#1 or PKCS#8) or Ed25519
+    /// (PKCS#8). Read and checked at start.
+    #[arg(long = "dkim-key", env = "JETMAIL_DKIM_KEY", value_delimiter = ',')]
+    dkim_key: Vec<std::path::PathBuf>,
+    /// Signing domain (d=) of the --dkim-key keys (default: the domain of each mail's From).
+    #[arg(long, env = "JETMAIL_DKIM_DOMAIN")]
+    dkim_domain: Option<String>,
+    /// Directory of DKIM keys for several domains: DIR/<domain>/<selector>.pem. A mail whose
+    /// From domain has keys there is signed with all of them (d=<domain>); others fall back
+    /// to --dkim-key.
+    #[arg(long, env = "JETMAIL_DKIM_KEYS")]
+    dkim_keys: Option<std::path::PathBuf>,
+    /// Envelope sender (MAIL FROM) of every mail becomes bounces+<campaign>.<seq>@DOMAIN
+    /// (VERP), so a bounce names its recipient; point DOMAIN's MX at a mailbox piped into
+    /// `jetmail-ingest bounces import -`. The From header is unchanged.
+    #[arg(long, env = "JETMAIL_BOUNCE_DOMAIN")]
+    bounce_domain: Option<String>,
     /// Connect to each relay (EHLO, STARTTLS, AUTH), print what was found and exit: non-zero if
     /// a relay would fail. Needs no NATS.
     #[arg(long, env = "JETMAIL_CHECK")]
@@ -104,6 +130,24 @@ async fn main() -> anyhow::Result<()> {
     if args.check {
         return check(&args.smtp_url, &relay_options, args.send_timeout).await;
     }
+    // A bad key stops the sender here, before it touches the broker.
+    let dkim = jetmail_sender::dkim::DkimKeys::load(&jetmail_sender::dkim::DkimArgs {
+        selectors: args.dkim_selector,
+        keys: args.dkim_key,
+        domain: args.dkim_domain,
+        dir: args.dkim_keys,
+    })?;
+    if !dkim.is_empty() {
+        tracing::info!(keys = ?dkim.describe(), "DKIM signing");
+    }
+    let message = MessageOptions {
+        dkim: std::sync::Arc::new(dkim),
+        bounce_domain: args
+            .bounce_domain
+            .as_deref()
+            .map(jetmail_sender::message::check_bounce_domain)
+            .transpose()?,
+    };
     let id = jetmail_common::topology::sanitize_sender_id(&args.id.unwrap_or_else(default_id));
     let cfg = SenderConfig {
         id: id.clone(),
@@ -123,6 +167,7 @@ async fn main() -> anyhow::Result<()> {
         crash_on: std::env::var("JETMAIL_TEST_CRASH_ON")
             .ok()
             .filter(|s| !s.is_empty()),
+        message,
     };
     cfg.validate()?;
     let (client, topo) = args
