@@ -4,14 +4,15 @@
 //! `jetmail-sender --check`. The relays' own counts are the truth.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use jetmail_common::wire::CircuitState;
 use jetmail_sender::circuit::Circuit;
 use jetmail_sender::smtp::{self, Relay, RelayOptions, RelayUrl, SendOutcome};
 use jetmail_testkit::{bin_path, free_port, wait_for, SmtpSink, Stack, TempDir};
+
+use crate::servers::{private_ca, PostfixSink, PyRelay, CA_NAME, PASSWORD, USER};
 
 /// Sender flags that make relay failures play out in seconds.
 const QUICK: &[&str] = &[
@@ -27,195 +28,6 @@ const QUICK: &[&str] = &[
 
 /// JSON logs, so a test reads fields rather than coloured text.
 const JSON_LOGS: &[(&str, &str)] = &[("JETMAIL_LOG_FORMAT", "json")];
-
-// ---- a private CA -------------------------------------------------------------------------
-
-struct Certs {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-const CA_NAME: &str = "Jetmail Test Internal CA";
-
-/// A company's own CA and a relay certificate it issued for `localhost` and 127.0.0.1.
-fn private_ca(dir: &Path) -> anyhow::Result<Certs> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, CA_NAME);
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "relay.test");
-    let cert = params.signed_by(&key, &issuer)?;
-    let certs = Certs {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("relay.pem"),
-        key: dir.join("relay.key"),
-    };
-    std::fs::write(&certs.ca, ca_cert.pem())?;
-    std::fs::write(&certs.cert, cert.pem())?;
-    std::fs::write(&certs.key, key.serialize_pem())?;
-    Ok(certs)
-}
-
-// ---- aiosmtpd, a relay no one here wrote --------------------------------------------------
-
-const USER: &str = "mailer";
-const PASSWORD: &str = "s3cret-Pa55";
-
-/// aiosmtpd (`pip install aiosmtpd`) running `aiosmtpd_relay.py`; killed on drop.
-struct PyRelay {
-    child: Child,
-    port: u16,
-    out: PathBuf,
-}
-
-impl PyRelay {
-    async fn start(dir: &Path, name: &str, args: &[&str]) -> anyhow::Result<Self> {
-        let port = free_port();
-        let out = dir.join(format!("{name}.out"));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/aiosmtpd_relay.py");
-        let child = Command::new("python3")
-            .arg(script)
-            .args(["--port", &port.to_string()])
-            .args(args)
-            .stdout(std::fs::File::create(&out)?)
-            .stderr(Stdio::null())
-            .spawn()?;
-        let relay = Self { child, port, out };
-        wait_for("aiosmtpd to listen", Duration::from_secs(20), || async {
-            relay.output().contains("READY").then_some(())
-        })
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{e}: is aiosmtpd installed (`pip install aiosmtpd`, scripts/setup.sh)?"
-            )
-        })?;
-        Ok(relay)
-    }
-
-    /// aiosmtpd with STARTTLS required, a certificate from `certs`, and AUTH.
-    async fn tls_auth(dir: &Path, certs: &Certs, extra: &[&str]) -> anyhow::Result<Self> {
-        let (cert, key) = (certs.cert.to_string_lossy(), certs.key.to_string_lossy());
-        let mut args = vec![
-            "--cert",
-            &cert,
-            "--key",
-            &key,
-            "--user",
-            USER,
-            "--password",
-            PASSWORD,
-        ];
-        args.extend(extra);
-        Self::start(dir, "aiosmtpd", &args).await
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-
-    /// How many times each recipient was accepted.
-    fn delivered(&self) -> HashMap<String, u64> {
-        let mut counts = HashMap::new();
-        for line in self.output().lines() {
-            if let Some(rcpt) = line.strip_prefix("DELIVERED ") {
-                *counts.entry(rcpt.to_string()).or_default() += 1;
-            }
-        }
-        counts
-    }
-
-    fn url(&self, user: &str, password: &str) -> String {
-        format!("smtp://{user}:{password}@localhost:{}", self.port)
-    }
-}
-
-impl Drop for PyRelay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// ---- Postfix's smtp-sink ------------------------------------------------------------------
-
-/// Postfix's `smtp-sink` on its own port (it binds with SO_REUSEPORT: a leftover sink on a
-/// shared port would take half the connections), dumping every transaction to a file.
-struct PostfixSink {
-    child: Child,
-    port: u16,
-    dump: PathBuf,
-}
-
-impl PostfixSink {
-    async fn start(dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
-        let bin = ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .ok_or_else(|| {
-                anyhow::anyhow!("smtp-sink not found: run scripts/setup.sh (postfix)")
-            })?;
-        let port = free_port();
-        // smtp-sink drops to `nobody` before it writes its dump.
-        let dump_dir = dir.join("smtp-sink");
-        std::fs::create_dir_all(&dump_dir)?;
-        std::fs::set_permissions(
-            &dump_dir,
-            std::os::unix::fs::PermissionsExt::from_mode(0o777),
-        )?;
-        let dump = dump_dir.join("transactions.dump");
-        let child = Command::new(bin)
-            .args(["-u", "nobody", "-D"])
-            .arg(&dump)
-            .args(extra)
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("64")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        wait_for("smtp-sink to listen", Duration::from_secs(10), || async {
-            std::net::TcpStream::connect(("127.0.0.1", port))
-                .ok()
-                .map(|_| ())
-        })
-        .await?;
-        Ok(Self { child, port, dump })
-    }
-
-    fn dumped(&self) -> String {
-        std::fs::read_to_string(&self.dump).unwrap_or_default()
-    }
-
-    /// How many times each recipient was accepted, from the dump's `X-Rcpt-Args` records.
-    fn delivered(&self) -> HashMap<String, u64> {
-        let mut counts = HashMap::new();
-        for line in self.dumped().lines() {
-            if let Some(arg) = line.strip_prefix("X-Rcpt-Args: ") {
-                let rcpt = arg.trim().trim_start_matches('<');
-                let rcpt = rcpt.split('>').next().unwrap_or(rcpt);
-                *counts.entry(rcpt.to_string()).or_default() += 1;
-            }
-        }
-        counts
-    }
-}
-
-impl Drop for PostfixSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 // ---- the sender's relay, in process -------------------------------------------------------
 
