@@ -1,12 +1,14 @@
 //! jetmail monitor: the senders' heartbeats into the `mail_senders` health map, delivery
 //! events into campaign progress, and dead letters for messages whose sender died on every
-//! delivery (from the max-deliveries advisory, and a periodic sweep for advisories it missed).
+//! delivery (from the max-deliveries advisory, and a periodic sweep for advisories it missed),
+//! and scheduled campaigns flipped to running once their send-at passes.
 //! The monitor never sends mail and never acks an outbox message: it settles one only by
 //! deleting it after MaxDeliver, once its dead letter (or sent event) is written.
 
 pub mod advisory;
 pub mod health;
 pub mod progress;
+pub mod schedule;
 pub mod sweep;
 
 use std::future::IntoFuture;
@@ -122,6 +124,11 @@ pub async fn run(
     let (t, s) = (topo.clone(), shutdown.clone());
     spawn_part(&tracker, &shutdown, &failure, async move {
         sweep::run(t, cfg.sweep_every, s).await;
+        Ok::<_, MonitorError>(())
+    });
+    let (t, s) = (topo.clone(), shutdown.clone());
+    spawn_part(&tracker, &shutdown, &failure, async move {
+        schedule::run(t, s).await;
         Ok::<_, MonitorError>(())
     });
     let s = shutdown.clone();
