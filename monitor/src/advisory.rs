@@ -1,10 +1,15 @@
 //! Messages that reached MaxDeliver without an outcome (their sender died on every delivery)
 //! stay in the work queue forever and are never delivered again. The broker announces each
-//! with an advisory; this moves the message to MAIL_DEAD, or, if the ledger shows it was in
-//! fact sent, records it as sent, and then deletes it from MAIL_OUTBOX. An advisory missed
-//! while the monitor was down is made up for by [`crate::sweep`].
+//! with an advisory, which MAIL_ADVISORIES keeps until the monitor acks it; this moves the
+//! message to MAIL_DEAD, or, if the ledger shows it was in fact sent, records it as sent, and
+//! then deletes it from its queue (MAIL_OUTBOX or MAIL_HELD). [`crate::sweep`] is the second
+//! line: it finds such messages from the consumer's state, should an advisory be lost anyway
+//! (the advisories stream was full, or created after the advisory).
+
+use std::time::Duration;
 
 use async_nats::jetstream::stream::RawMessageErrorKind;
+use async_nats::jetstream::AckKind;
 use futures::StreamExt;
 use jetmail_common::now_ms;
 use jetmail_common::outcomes::{publish_dead, publish_event};
@@ -17,37 +22,130 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(serde::Deserialize)]
 struct MaxDeliveries {
+    #[serde(default)]
+    stream: String,
     stream_seq: u64,
     #[serde(default)]
     deliveries: u64,
 }
 
-/// Listens for max-deliveries advisories until `shutdown`.
-pub async fn run(
-    client: async_nats::Client,
-    topo: Topology,
-    shutdown: CancellationToken,
-) -> Result<(), async_nats::SubscribeError> {
-    let mut sub = client.subscribe(topology::MAX_DELIVERIES_ADVISORY).await?;
-    loop {
-        let msg = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            m = sub.next() => match m { Some(m) => m, None => return Ok(()) },
-        };
-        match serde_json::from_slice::<MaxDeliveries>(&msg.payload) {
-            Ok(a) => {
-                if let Err(e) = settle(&topo, a.stream_seq, a.deliveries).await {
-                    tracing::error!(stream_seq = a.stream_seq, error = %e, "cannot dead-letter a message that reached MaxDeliver");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "unreadable max-deliveries advisory"),
+/// The work queues whose messages can reach MaxDeliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    Outbox,
+    Held,
+}
+
+impl Queue {
+    fn of(stream: &str) -> Option<Self> {
+        match stream {
+            topology::OUTBOX_STREAM => Some(Queue::Outbox),
+            topology::HELD_STREAM => Some(Queue::Held),
+            _ => None,
+        }
+    }
+
+    fn stream(self, topo: &Topology) -> &async_nats::jetstream::stream::Stream {
+        match self {
+            Queue::Outbox => &topo.outbox,
+            Queue::Held => &topo.held,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Queue::Outbox => topology::OUTBOX_STREAM,
+            Queue::Held => topology::HELD_STREAM,
         }
     }
 }
 
+/// How long a failed settlement waits before its advisory is offered again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Settles what the kept max-deliveries advisories name until `shutdown`. They are read from
+/// MAIL_ADVISORIES with a durable consumer and acked once settled, so one published while the
+/// monitor was down, or whose settlement failed, is handled when it can be.
+pub async fn run(topo: Topology, shutdown: CancellationToken) -> Result<(), AdvisoryError> {
+    while !shutdown.is_cancelled() {
+        let consumer = topo
+            .advisories
+            .get_or_create_consumer(
+                topology::ADVISORIES_CONSUMER,
+                topology::advisories_consumer_config(),
+            )
+            .await
+            .map_err(AdvisoryError::Consumer)?;
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read MAIL_ADVISORIES; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                n = messages.next() => n,
+            };
+            let msg = match next {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "advisories consumer failed; re-creating it");
+                    break;
+                }
+                None => break,
+            };
+            let a = match serde_json::from_slice::<MaxDeliveries>(&msg.payload) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable max-deliveries advisory dropped");
+                    let _ = msg.ack().await;
+                    continue;
+                }
+            };
+            let Some(queue) = Queue::of(&a.stream) else {
+                let _ = msg.ack().await;
+                continue;
+            };
+            match settle_in(&topo, queue, a.stream_seq, a.deliveries).await {
+                Ok(()) => {
+                    let _ = msg.ack().await;
+                }
+                Err(e) => {
+                    tracing::error!(stream = %a.stream, stream_seq = a.stream_seq, error = %e, "cannot dead-letter a message that reached MaxDeliver; will retry");
+                    let _ = msg.ack_with(AckKind::Nak(Some(RETRY_AFTER))).await;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why the advisory reader could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AdvisoryError {
+    #[error("cannot use the advisories consumer: {0}")]
+    Consumer(#[source] async_nats::jetstream::stream::ConsumerError),
+}
+
 /// Moves outbox message `seq` to MAIL_DEAD (or records it as sent) and deletes it.
 pub async fn settle(topo: &Topology, seq: u64, deliveries: u64) -> Result<(), StoreError> {
-    let raw = match topo.outbox.get_raw_message(seq).await {
+    settle_in(topo, Queue::Outbox, seq, deliveries).await
+}
+
+/// Moves message `seq` of `queue` to MAIL_DEAD (or records it as sent) and deletes it.
+pub async fn settle_in(
+    topo: &Topology,
+    queue: Queue,
+    seq: u64,
+    deliveries: u64,
+) -> Result<(), StoreError> {
+    let stream = queue.stream(topo);
+    let raw = match stream.get_raw_message(seq).await {
         Ok(m) => m,
         // Already settled (by a sender, or by the advisory and the sweep both): nothing to do.
         Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(()),
@@ -62,6 +160,7 @@ pub async fn settle(topo: &Topology, seq: u64, deliveries: u64) -> Result<(), St
         .as_ref()
         .map(|m| m.campaign.clone())
         .or_else(|| topology::OutboxSubject::parse(&raw.subject).map(|s| s.campaign.to_string()))
+        .or_else(|| topology::HeldSubject::parse(&raw.subject).map(|s| s.campaign.to_string()))
         .unwrap_or_else(|| "unknown".into());
     if let Some(m) = &decoded {
         let key = topology::sent_key(&m.campaign, m.seq);
@@ -73,7 +172,7 @@ pub async fn settle(topo: &Topology, seq: u64, deliveries: u64) -> Result<(), St
                 &event_msg_id(&m.campaign, m.seq, m.replay, Outcome::Sent, None),
             )
             .await?;
-            topo.outbox
+            stream
                 .delete_message(seq)
                 .await
                 .map_err(StoreError::broker)?;
@@ -111,7 +210,7 @@ pub async fn settle(topo: &Topology, seq: u64, deliveries: u64) -> Result<(), St
     };
     let id = match &decoded {
         Some(m) => dead_msg_id(&m.campaign, m.seq, m.replay),
-        None => topology::poison_msg_id(seq),
+        None => topology::poison_msg_id(queue.name(), seq),
     };
     publish_dead(&topo.js, &dl, &id).await?;
     if let Some(m) = &decoded {
@@ -127,7 +226,7 @@ pub async fn settle(topo: &Topology, seq: u64, deliveries: u64) -> Result<(), St
             .purge(topology::sent_key(&m.campaign, m.seq))
             .await;
     }
-    topo.outbox
+    stream
         .delete_message(seq)
         .await
         .map_err(StoreError::broker)?;

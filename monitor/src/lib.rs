@@ -45,6 +45,8 @@ pub enum MonitorError {
     Subscribe(#[from] async_nats::SubscribeError),
     #[error("HTTP server: {0}")]
     Http(#[from] std::io::Error),
+    #[error(transparent)]
+    Advisory(#[from] advisory::AdvisoryError),
 }
 
 /// What the monitor is told on its command line.
@@ -114,7 +116,7 @@ pub async fn run(
         &tracker,
         &shutdown,
         &failure,
-        advisory::run(client.clone(), topo.clone(), shutdown.clone()),
+        advisory::run(topo.clone(), shutdown.clone()),
     );
     let (t, s) = (topo.clone(), shutdown.clone());
     spawn_part(&tracker, &shutdown, &failure, async move {

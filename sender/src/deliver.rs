@@ -180,7 +180,12 @@ async fn process(ctx: &Ctx, msg: &Message, lane_session: Option<OwnedSemaphorePe
             let text = format!("outcome unknown (may have been delivered): {text}");
             failed_attempt(ctx, msg, &m, relay_index, delivery, deadline_ms, None, text).await;
         }
-        SendOutcome::RelayFailed { text, .. } => {
+        SendOutcome::RelayFailed { code, text } => {
+            // A 421 (which closes the session, so it is the relay's failure) is also how
+            // providers say "too fast": it halves the limit like a 4.7.x does.
+            if hold::asks_to_slow_down(code, &text) {
+                slow_down(ctx, &origin).await;
+            }
             // The relay failed, not the recipient: the failure counts toward the relay's
             // circuit and the message goes back untried, costing none of its retries. The
             // relay logs the reason itself, once per change.
@@ -369,9 +374,13 @@ async fn dead_letter(
 async fn poison(ctx: &Ctx, msg: &Message, reason: String) {
     // The subject's campaign names where the dead letter goes.
     let campaign = topology::OutboxSubject::parse(&msg.subject)
-        .map_or("unknown", |s| s.campaign)
-        .to_string();
-    let info = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        .map(|s| s.campaign.to_string())
+        .or_else(|| topology::HeldSubject::parse(&msg.subject).map(|s| s.campaign.to_string()))
+        .unwrap_or_else(|| "unknown".into());
+    let (stream, info) = msg
+        .info()
+        .map(|i| (i.stream.to_string(), i.stream_sequence))
+        .unwrap_or_default();
     let dl = DeadLetter {
         v: WIRE_VERSION,
         campaign: campaign.clone(),
@@ -383,7 +392,7 @@ async fn poison(ctx: &Ctx, msg: &Message, reason: String) {
         attempts: vec![attempt(ctx, "-", None, reason.clone())],
         at_ms: now_ms(),
     };
-    let id = topology::poison_msg_id(info);
+    let id = topology::poison_msg_id(&stream, info);
     if publish_dead(ctx, &id, &dl).await {
         ctx.stats.dead.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(subject = %msg.subject, reason = %reason, "poison message moved to MAIL_DEAD");

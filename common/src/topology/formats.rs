@@ -249,9 +249,9 @@ pub fn event_msg_id(
 pub fn dead_msg_id(campaign: &str, seq: u64, replay: u32) -> String {
     format!("{campaign}.{seq}.r{replay}.dead")
 }
-/// Id of the dead letter of an undecodable outbox message, by its outbox stream sequence.
-pub fn poison_msg_id(stream_seq: u64) -> String {
-    format!("poison.{stream_seq}")
+/// Id of the dead letter of an undecodable message, by its stream and stream sequence.
+pub fn poison_msg_id(stream: &str, stream_seq: u64) -> String {
+    format!("poison.{stream}.{stream_seq}")
 }
 
 /// A campaign id that cannot be a subject token or KV key.
@@ -378,7 +378,8 @@ mod tests {
             event_msg_id("c", 1, 0, Outcome::Sent, None),
             event_msg_id("c", 1, 0, Outcome::Deferred, Some(2)),
             dead_msg_id("c", 1, 0),
-            poison_msg_id(1),
+            poison_msg_id(OUTBOX_STREAM, 1),
+            poison_msg_id(HELD_STREAM, 1),
             requeue_msg_id(1),
         ];
         let unique: std::collections::HashSet<_> = ids.iter().collect();

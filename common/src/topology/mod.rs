@@ -52,9 +52,12 @@ pub const SUPPRESSIONS_BUCKET: &str = "mail_suppressions";
 /// KV bucket of sending limits (`limit.<scope>`), their shared budgets (`budget.<scope>`)
 /// and fleet-wide back-offs (`backoff.<scope>`): see [`crate::limits`] and [`crate::budget`].
 pub const LIMITS_BUCKET: &str = "mail_limits";
-/// JetStream advisory published when a message of the senders consumer reaches MaxDeliver.
-pub const MAX_DELIVERIES_ADVISORY: &str =
-    "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.MAIL_OUTBOX.senders";
+/// Stream that keeps the broker's max-deliveries advisories for MAIL_OUTBOX and MAIL_HELD, so
+/// that one published while the monitor is down waits for it instead of being lost.
+pub const ADVISORIES_STREAM: &str = "MAIL_ADVISORIES";
+/// The monitor's durable consumer of [`ADVISORIES_STREAM`].
+pub const ADVISORIES_CONSUMER: &str = "monitor";
+pub const ADVISORIES_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How long publish ids are remembered for de-duplication. It covers an ingest retry after a
 /// crash; longer protection comes from the campaign record's `published_through`.
@@ -118,6 +121,8 @@ pub struct Topology {
     pub outbox: stream::Stream,
     /// Recipients held back by a limit or a schedule.
     pub held: stream::Stream,
+    /// Max-deliveries advisories waiting for the monitor.
+    pub advisories: stream::Stream,
     pub events: stream::Stream,
     pub dead: stream::Stream,
     pub campaigns: kv::Store,
@@ -155,6 +160,40 @@ pub fn events_config() -> stream::Config {
         storage: stream::StorageType::File,
         max_age: EVENTS_MAX_AGE,
         duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    }
+}
+
+/// The broker's subject for "a message of `stream` reached MaxDeliver" (any consumer).
+pub fn max_deliveries_advisory(stream: &str) -> String {
+    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.*")
+}
+
+pub fn advisories_config() -> stream::Config {
+    stream::Config {
+        name: ADVISORIES_STREAM.into(),
+        description: Some(
+            "jetmail: max-deliveries advisories of the outbox and held queues, for the monitor"
+                .into(),
+        ),
+        subjects: vec![
+            max_deliveries_advisory(OUTBOX_STREAM),
+            max_deliveries_advisory(HELD_STREAM),
+        ],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: ADVISORIES_MAX_AGE,
+        ..Default::default()
+    }
+}
+
+/// The monitor's consumer of the advisories: each is acked once its message is settled.
+pub fn advisories_consumer_config() -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(ADVISORIES_CONSUMER.into()),
+        description: Some("jetmail monitor: settles messages that reached MaxDeliver".into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(60),
         ..Default::default()
     }
 }
@@ -222,6 +261,7 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> 
     let outbox = get_or_create_stream(js, OUTBOX_STREAM, outbox_config()).await?;
     let held = get_or_create_stream(js, HELD_STREAM, held_config()).await?;
     let events = get_or_create_stream(js, EVENTS_STREAM, events_config()).await?;
+    let advisories = get_or_create_stream(js, ADVISORIES_STREAM, advisories_config()).await?;
     let dead = get_or_create_stream(js, DEAD_STREAM, dead_config()).await?;
     senders_consumer(&outbox).await?;
     let campaigns = get_or_create_bucket(
@@ -280,6 +320,7 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> 
         js: js.clone(),
         limits,
         suppressions,
+        advisories,
         held,
         attempts,
         outbox,
