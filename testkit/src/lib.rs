@@ -7,6 +7,7 @@ pub mod nats;
 pub mod process;
 pub mod smtp;
 pub mod stack;
+pub mod throttle;
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ pub use nats::NatsServer;
 pub use process::{bin_path, Service};
 pub use smtp::{Faults, SmtpSink};
 pub use stack::{apply_senders_policy, policy, Stack};
+pub use throttle::{rate_between, RateReport};
 
 /// A free TCP port on 127.0.0.1 (bound, then released: good enough for one test run).
 pub fn free_port() -> u16 {

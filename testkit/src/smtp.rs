@@ -1,8 +1,9 @@
 //! A real SMTP server for tests and the demo: it speaks SMTP over TCP to any client, records
 //! every accepted message per recipient (the ground truth of a test), and injects faults on
 //! demand: 451 or 550 on chosen or random recipients, hang-ups, stalls after DATA, latency,
-//! connection limits (a hang-up or a 421 after N messages), a refused MAIL FROM, and being down
-//! altogether. It offers PIPELINING (RFC 2920) and counts the commands that came pipelined.
+//! connection limits (a hang-up or a 421 after N messages), a refused MAIL FROM, a 421 above
+//! a rate, and being down altogether. Each accepted recipient is recorded with its arrival
+//! time, so tests can measure the rate a limit holds. It offers PIPELINING (RFC 2920) and counts the commands that came pipelined.
 //! Written here rather than taken from a crate because tests need to switch those faults at
 //! run time and count deliveries exactly.
 
@@ -24,6 +25,8 @@ pub struct Faults {
     pub tempfail_ratio: f64,
     /// Answer `550 5.1.1 user unknown` to these recipients, always.
     pub reject: HashSet<String>,
+    /// Answer RCPT for these recipients with the reply given (say `550 5.7.1 spam`), always.
+    pub reject_with: HashMap<String, String>,
     /// Record the message after DATA, then never answer (the client must time out).
     pub stall_after_data: bool,
     /// Record the message after DATA, then close the connection without answering.
@@ -43,6 +46,17 @@ pub struct Faults {
     pub tempfail_421_after: Option<u32>,
     /// Answer every MAIL FROM with this reply (say `554 5.7.1 relaying denied`).
     pub mail_from_reply: Option<String>,
+    /// While this many messages or more were accepted within the last second (by the whole
+    /// sink), answer MAIL FROM with `421 4.7.0 rate limited` and close the connection, as a
+    /// mailbox provider that throttles a sender does.
+    pub tempfail_421_above_rate: Option<u32>,
+}
+
+/// When one recipient's message was accepted (after its `.`), for rate measurements.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    pub at: std::time::Instant,
+    pub rcpt: String,
 }
 
 /// One accepted message.
@@ -58,6 +72,9 @@ struct Shared {
     faults: Mutex<Faults>,
     received: Mutex<Vec<Received>>,
     counts: Mutex<HashMap<String, u64>>,
+    arrivals: Mutex<Vec<Arrival>>,
+    /// Replies `421 4.7.0` sent by the rate fault.
+    refused_421: AtomicU64,
     total: AtomicU64,
     connections: AtomicU64,
     pipelined: AtomicU64,
@@ -161,6 +178,16 @@ impl SmtpSink {
     /// Accepted messages (with bodies when kept).
     pub fn messages(&self) -> Vec<Received> {
         self.shared.received.lock().unwrap().clone()
+    }
+
+    /// Every accepted recipient with the time it arrived, in arrival order.
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.shared.arrivals.lock().unwrap().clone()
+    }
+
+    /// How many MAIL FROM commands the rate fault answered with `421 4.7.0`.
+    pub fn refused_421(&self) -> u64 {
+        self.shared.refused_421.load(Ordering::Relaxed)
     }
 
     /// Accepted (recipient, message) pairs.
@@ -307,6 +334,13 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
                     reply(&mut w, &shared, at, "421 4.7.0 too many messages, closing").await?;
                     return Ok(());
                 }
+                if f.tempfail_421_above_rate
+                    .is_some_and(|n| accepted_last_second(&shared) >= n as usize)
+                {
+                    shared.refused_421.fetch_add(1, Ordering::Relaxed);
+                    reply(&mut w, &shared, at, "421 4.7.0 rate limited, slow down").await?;
+                    return Ok(());
+                }
                 if let Some(text) = f.mail_from_reply {
                     reply(&mut w, &shared, at, &text).await?;
                     continue;
@@ -323,6 +357,8 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
                     reply(&mut w, &shared, at, "503 5.5.1 need MAIL first").await?
                 } else if f.reject.contains(&rcpt) {
                     reply(&mut w, &shared, at, "550 5.1.1 user unknown").await?
+                } else if let Some(text) = f.reject_with.get(&rcpt) {
+                    reply(&mut w, &shared, at, text).await?
                 } else if f.tempfail_ratio > 0.0 && shared.random() < f.tempfail_ratio {
                     reply(&mut w, &shared, at, "451 4.7.1 try again later").await?
                 } else {
@@ -386,10 +422,25 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
     }
 }
 
+/// Recipients accepted within the last second.
+fn accepted_last_second(shared: &Shared) -> usize {
+    let since = std::time::Instant::now() - Duration::from_secs(1);
+    let arrivals = shared.arrivals.lock().unwrap();
+    arrivals.iter().rev().take_while(|a| a.at >= since).count()
+}
+
 fn record(shared: &Shared, from: &str, rcpts: &[String], data: Vec<u8>) {
     let n = shared
         .total
         .fetch_add(rcpts.len() as u64, Ordering::Relaxed);
+    {
+        let at = std::time::Instant::now();
+        let mut arrivals = shared.arrivals.lock().unwrap();
+        arrivals.extend(rcpts.iter().map(|r| Arrival {
+            at,
+            rcpt: r.clone(),
+        }));
+    }
     {
         let mut counts = shared.counts.lock().unwrap();
         for r in rcpts {

@@ -8,3 +8,4 @@ mod delivery;
 mod faults;
 mod monitor;
 mod pipeline;
+mod throttle;

@@ -1,7 +1,10 @@
 //! jetmail's benchmark: the release binaries end to end against a fast SMTP sink (Postfix's
 //! `smtp-sink` when installed, else `jetmail-sink`). Reports end-to-end messages per second
 //! for 1 and 3 senders, ingest's publish rate, publish-to-SMTP-accept latency and the peak
-//! RSS of every process. Run it with `scripts/bench.sh`.
+//! RSS of every process; then the sending policy's cost and precision: the same campaign with
+//! no limit, under a global limit too high to bite (the limits code fully active: budget
+//! takes, held lanes) and under a global limit of 5,000/s, whose held rate is measured. Run it
+//! with `scripts/bench.sh`.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -9,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures::StreamExt;
+use jetmail_common::limits::{LimitSpec, Rate};
 use jetmail_common::topology;
 use jetmail_common::wire::{DeliveryEvent, Outcome};
 use jetmail_testkit::{bin_path, free_port, NatsServer, Service, TempDir};
@@ -27,7 +31,20 @@ struct Args {
     /// CSV sizes for the ingest-only runs (publish rate and ingest's peak RSS).
     #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
     ingest_sizes: Vec<usize>,
+    /// Recipients per run of the limits comparison (0 skips it); the runs use the largest
+    /// sender count of `--senders`.
+    #[arg(long, default_value_t = 50_000)]
+    limits_recipients: usize,
+    /// The global limit whose precision is measured.
+    #[arg(long, default_value = "5000/s")]
+    held_limit: String,
 }
+
+/// A global limit far above what the machine can send: every send takes from the shared
+/// budget, but the budget never refuses.
+const UNREACHABLE_LIMIT: &str = "1000000/s";
+/// The start of a limited run is not judged: senders start and take their first slices.
+const SETTLE_MS: u64 = 2_000;
 
 fn write_csv(path: &Path, n: usize) -> anyhow::Result<()> {
     use std::io::Write;
@@ -156,13 +173,38 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn end_to_end(args: &Args, senders: usize) -> anyhow::Result<()> {
+/// What one end-to-end run measured.
+struct Run {
+    /// Recipients per second from submit to the last SMTP accept.
+    end_to_end: f64,
+    /// When each recipient was accepted (the `sent` events' times, ms since the epoch), sorted.
+    sent_at_ms: Vec<u64>,
+}
+
+/// Runs one campaign of `recipients` through `senders` senders, under `global_limit` if set;
+/// prints the usual report when `report`.
+async fn end_to_end(
+    args: &Args,
+    senders: usize,
+    recipients: usize,
+    global_limit: Option<&str>,
+    report: bool,
+) -> anyhow::Result<Run> {
     let dir = TempDir::new("bench");
     let nats = NatsServer::start().await?;
     let sink = Sink::start(dir.path())?;
     let client = nats.client().await?;
     let js = jetmail_common::config::jetstream_context(client.clone(), 8192);
     let topo = topology::ensure(&js).await?;
+    if let Some(rate) = global_limit {
+        let spec = LimitSpec::new(&[], rate, None, None)?;
+        topo.limits
+            .put(
+                topology::limit_key(&spec.scope),
+                serde_json::to_vec(&spec)?.into(),
+            )
+            .await?;
+    }
     let monitor = Service::spawn(
         "monitor",
         "jetmail-monitor",
@@ -196,7 +238,7 @@ async fn end_to_end(args: &Args, senders: usize) -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let csv = dir.path().join("r.csv");
-    write_csv(&csv, args.recipients)?;
+    write_csv(&csv, recipients)?;
     let body = dir.path().join("body.txt");
     std::fs::write(
         &body,
@@ -206,7 +248,7 @@ async fn end_to_end(args: &Args, senders: usize) -> anyhow::Result<()> {
     let started = Instant::now();
     let started_ms = jetmail_common::now_ms();
     let (ingest_secs, ingest_rss, _) = submit(&nats.url(), &csv, &body, "bench")?;
-    let n = args.recipients as u64;
+    let n = recipients as u64;
     loop {
         let p = jetmail_common::records::load_progress(&topo, "bench")
             .await
@@ -235,21 +277,31 @@ async fn end_to_end(args: &Args, senders: usize) -> anyhow::Result<()> {
         })
         .await?;
     let mut msgs = consumer.messages().await?;
-    let mut lat = Vec::with_capacity(args.recipients);
-    while lat.len() < args.recipients {
+    let mut lat = Vec::with_capacity(recipients);
+    let mut sent_at_ms = Vec::with_capacity(recipients);
+    while lat.len() < recipients {
         let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), msgs.next()).await
         else {
             break;
         };
         if let Ok(ev) = serde_json::from_slice::<DeliveryEvent>(&m.payload) {
             lat.push(ev.at_ms.saturating_sub(ev.published_ms));
+            sent_at_ms.push(ev.at_ms);
         }
     }
     lat.sort_unstable();
+    sent_at_ms.sort_unstable();
+    let run = Run {
+        end_to_end: n as f64 / elapsed,
+        sent_at_ms,
+    };
+    if !report {
+        return Ok(run);
+    }
 
     println!(
-        "== {senders} sender(s), {} recipients, concurrency {} ==",
-        args.recipients, args.concurrency
+        "== {senders} sender(s), {recipients} recipients, concurrency {} ==",
+        args.concurrency
     );
     println!("  delivered at the sink     {}", sink.messages());
     println!(
@@ -288,6 +340,66 @@ async fn end_to_end(args: &Args, senders: usize) -> anyhow::Result<()> {
         "nats-server",
         peak_rss_mib(nats.pid().unwrap_or(0))
     );
+    Ok(run)
+}
+
+/// The steady rate of a limited run: sends per second from [`SETTLE_MS`] after the first to
+/// the last, and the busiest and quietest whole seconds in between.
+fn held_rate(sent_at_ms: &[u64]) -> Option<(f64, u64, u64)> {
+    let from = sent_at_ms.first()? + SETTLE_MS;
+    let to = *sent_at_ms.last()?;
+    if to <= from + 1_000 {
+        return None;
+    }
+    let steady = sent_at_ms
+        .iter()
+        .filter(|t| **t >= from && **t < to)
+        .count();
+    let mut per_second = vec![0u64; ((to - from) / 1_000) as usize];
+    for t in sent_at_ms.iter().filter(|t| **t >= from) {
+        if let Some(n) = per_second.get_mut(((t - from) / 1_000) as usize) {
+            *n += 1;
+        }
+    }
+    let max = per_second.iter().copied().max().unwrap_or(0);
+    let min = per_second.iter().copied().min().unwrap_or(0);
+    Some((steady as f64 * 1_000.0 / (to - from) as f64, min, max))
+}
+
+/// The sending policy's cost (no limit versus a limit that never bites, in the same run) and
+/// its precision (the rate held under `--held-limit`).
+async fn limits(args: &Args) -> anyhow::Result<()> {
+    let n = args.limits_recipients;
+    let senders = args.senders.iter().copied().max().unwrap_or(3);
+    let rate: Rate = args.held_limit.parse()?;
+    println!("== sending policy: {senders} sender(s), {n} recipients per run ==");
+    let free = end_to_end(args, senders, n, None, false).await?;
+    let high = end_to_end(args, senders, n, Some(UNREACHABLE_LIMIT), false).await?;
+    println!(
+        "  no limit set              {:.0} msg/s end to end",
+        free.end_to_end
+    );
+    println!(
+        "  global limit {UNREACHABLE_LIMIT:<12} {:.0} msg/s end to end ({:+.1}% against no limit)",
+        high.end_to_end,
+        (high.end_to_end / free.end_to_end - 1.0) * 100.0
+    );
+    let held = end_to_end(args, senders, n, Some(&args.held_limit), false).await?;
+    match held_rate(&held.sent_at_ms) {
+        Some((mean, min, max)) => {
+            let limit = rate.per_second();
+            println!(
+                "  global limit {:<12} held {mean:.0} msg/s after the first {}s ({:+.1}% of the limit), whole seconds {min}..{max}",
+                args.held_limit,
+                SETTLE_MS / 1_000,
+                (mean / limit - 1.0) * 100.0
+            );
+        }
+        None => println!(
+            "  global limit {:<12} the run was too short to measure: raise --limits-recipients",
+            args.held_limit
+        ),
+    }
     Ok(())
 }
 
@@ -315,7 +427,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     ingest_only(&args.ingest_sizes).await?;
     for &s in &args.senders {
-        end_to_end(&args, s).await?;
+        end_to_end(&args, s, args.recipients, None, true).await?;
+    }
+    if args.limits_recipients > 0 {
+        limits(&args).await?;
     }
     Ok(())
 }
