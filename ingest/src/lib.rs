@@ -7,8 +7,10 @@ pub mod dead;
 pub mod dedup;
 pub mod feed;
 pub mod http;
+pub mod limits;
 pub mod publish;
 pub mod recipients;
+pub mod schedule;
 pub mod view;
 
 pub use http::{serve, ServeConfig};

@@ -1,6 +1,8 @@
 //! Publishing a campaign: store its spec once in `mail_campaigns`, then one message per
 //! recipient to MAIL_OUTBOX with many publish acks in flight, recording how far publishing got
-//! so that a retried submit resumes instead of mailing twice.
+//! so that a retried submit resumes instead of mailing twice. A campaign with its own rate or
+//! a send-at still ahead publishes to its held queue in MAIL_HELD instead, where the senders
+//! would have moved each recipient anyway (see [`crate::schedule`]).
 
 use std::collections::VecDeque;
 use std::str::FromStr;
@@ -12,12 +14,14 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use jetmail_common::address::domain_token;
 use jetmail_common::api::Field;
+use jetmail_common::limits::Scope;
 use jetmail_common::now_ms;
 use jetmail_common::store::StoreError;
 use jetmail_common::template::{CampaignTemplates, TemplateError};
 use jetmail_common::topology::{self, Topology};
 use jetmail_common::wire::{
-    CampaignRecord, CampaignSpec, CampaignStatus, OutboxMessage, PublishProgress, RejectedRow,
+    CampaignRecord, CampaignSchedule, CampaignSpec, CampaignStatus, OutboxMessage, PublishProgress,
+    RejectedRow,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -104,6 +108,9 @@ pub struct Submission {
     pub idempotency_key: Option<String>,
     /// Hash of the whole request, for requests that carry an idempotency key.
     pub fingerprint: Option<String>,
+    /// Checked by [`crate::schedule::resolve`]. A resumed submit keeps the schedule the
+    /// first one stored (`+2h` resolved again would be another time).
+    pub schedule: CampaignSchedule,
 }
 
 /// SHA-256 of request parts, hex. Each part is length-prefixed, so moving bytes from one part
@@ -184,12 +191,15 @@ struct Window {
     pending: VecDeque<(u64, PublishAckFuture)>,
     /// Highest seq such that every seq at or below it has its ack.
     through: u64,
+    /// The stream the messages go to, for errors.
+    stream: &'static str,
 }
 
 /// The record a submit publishes under.
 enum Opened {
-    /// Publish every recipient after this sequence (0: a new campaign).
-    ResumeAfter(u64),
+    /// Publish every recipient after this sequence (0: a new campaign), under the stored
+    /// schedule.
+    ResumeAfter(u64, CampaignSchedule),
     /// An earlier submit of the same request already published everything: its answer.
     Complete(SubmitReport),
 }
@@ -208,12 +218,12 @@ async fn open_record(topo: &Topology, sub: &Submission, id: &str) -> Result<Open
         publish: PublishProgress::default(),
         idempotency_key: sub.idempotency_key.clone(),
         request_fingerprint: sub.fingerprint.clone(),
-        schedule: Default::default(),
+        schedule: sub.schedule,
     };
     let bytes = Bytes::from(serde_json::to_vec(&fresh).expect("a record always serialises"));
     let key = topology::campaign_key(id);
     match topo.campaigns.create(&key, bytes).await {
-        Ok(_) => Ok(Opened::ResumeAfter(0)),
+        Ok(_) => Ok(Opened::ResumeAfter(0, sub.schedule)),
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
             let (rec, _) = load_record(topo, id)
                 .await
@@ -236,7 +246,10 @@ async fn open_record(topo: &Topology, sub: &Submission, id: &str) -> Result<Open
                 resume_after = rec.publish.published_through,
                 "resuming an interrupted submit"
             );
-            Ok(Opened::ResumeAfter(rec.publish.published_through))
+            Ok(Opened::ResumeAfter(
+                rec.publish.published_through,
+                rec.schedule,
+            ))
         }
         Err(e) => Err(SubmitError::store(id, 0, StoreError::broker(e))),
     }
@@ -271,7 +284,10 @@ pub async fn submit(
     let mut window = Window {
         pending: VecDeque::with_capacity(PUBLISH_WINDOW),
         through: 0,
+        stream: topology::OUTBOX_STREAM,
     };
+    // Set with the record: where this campaign's recipients wait, if they must.
+    let mut held: Option<Scope> = None;
     let mut seq = 0u64;
     let mut tally = Tally::default();
     let mut last_checkpoint = Instant::now();
@@ -297,8 +313,12 @@ pub async fn submit(
             Some(n) => n,
             None => match open_record(topo, &sub, &id).await? {
                 Opened::Complete(report) => return Ok(report),
-                Opened::ResumeAfter(n) => {
+                Opened::ResumeAfter(n, schedule) => {
                     window.through = n;
+                    held = crate::schedule::held_scope(&id, &schedule, now_ms());
+                    if held.is_some() {
+                        window.stream = topology::HELD_STREAM;
+                    }
                     *resume_after.insert(n)
                 }
             },
@@ -319,11 +339,19 @@ pub async fn submit(
         buf.clear();
         serde_json::to_writer(&mut buf, &msg).expect("an outbox message always serialises");
         let mut headers = HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            topology::outbox_msg_id(&id, seq, 0).as_str(),
-        );
-        let subject = topology::outbox_subject(&id, &domain_token(&acc.domain));
+        let token = domain_token(&acc.domain);
+        // MAIL_HELD has its own duplicate window: the id is as stable as the outbox one.
+        let (msg_id, subject) = match &held {
+            Some(scope) => (
+                topology::held_msg_id(scope, &id, seq, 0),
+                topology::held_subject(scope, &id, &token),
+            ),
+            None => (
+                topology::outbox_msg_id(&id, seq, 0),
+                topology::outbox_subject(&id, &token),
+            ),
+        };
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
         match topo
             .js
             .publish_with_headers(subject, headers, Bytes::copy_from_slice(&buf))
@@ -334,7 +362,7 @@ pub async fn submit(
                 failure = Some(SubmitError::store(
                     &id,
                     window.through,
-                    StoreError::from_publish(topology::OUTBOX_STREAM, e),
+                    StoreError::from_publish(window.stream, e),
                 ));
                 break;
             }
@@ -406,7 +434,7 @@ async fn drain(window: &mut Window, keep: usize, campaign: &str) -> Result<(), S
             Ok(_) => window.through = seq,
             Err(e) => {
                 window.pending.clear();
-                let source = StoreError::from_publish(topology::OUTBOX_STREAM, e);
+                let source = StoreError::from_publish(window.stream, e);
                 return Err(SubmitError::store(campaign, window.through, source));
             }
         }
@@ -414,8 +442,9 @@ async fn drain(window: &mut Window, keep: usize, campaign: &str) -> Result<(), S
     Ok(())
 }
 
-/// Records publishing progress; with `done`, the final counts, and the status flips to running
-/// (unless the campaign was paused or cancelled meanwhile). Progress on the way is advisory
+/// Records publishing progress; with `done`, the final counts, and the status flips to
+/// scheduled while the send-at is ahead, else running (unless the campaign was paused or
+/// cancelled meanwhile). Progress on the way is advisory
 /// (a resumed submit re-publishes a little more, which the duplicate window drops), so
 /// callers may ignore its failure, which is logged; the final one they must check.
 async fn checkpoint(
@@ -428,7 +457,7 @@ async fn checkpoint(
         Some(d) => {
             rec.publish = d.clone();
             if rec.status == CampaignStatus::Publishing {
-                rec.status = CampaignStatus::Running;
+                rec.status = crate::schedule::started_status(&rec.schedule, now_ms());
             }
         }
         None => rec.publish.published_through = rec.publish.published_through.max(through),

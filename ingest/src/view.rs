@@ -1,6 +1,7 @@
 //! Campaigns as the API and `jetmail-ingest status` show them: the record, the monitor's
-//! delivery progress and the broker's count of recipients still waiting.
+//! delivery progress and the broker's count of recipients still waiting (outbox and held).
 
+use async_nats::jetstream::stream::Stream;
 use futures::TryStreamExt;
 use jetmail_common::api::CampaignView;
 use jetmail_common::records::{list_campaign_ids, load_progress, load_record};
@@ -44,12 +45,18 @@ pub async fn campaign_views(topo: &Topology) -> Result<Vec<CampaignView>, StoreE
     Ok(out)
 }
 
-/// Messages of one campaign still in MAIL_OUTBOX: the broker answers per subject.
+/// Messages of one campaign still waiting: in MAIL_OUTBOX, or held in MAIL_HELD for a limit
+/// or its send-at. The broker answers per subject.
 pub async fn pending_count(topo: &Topology, id: &str) -> Result<u64, StoreError> {
-    let subjects = topo
-        .outbox
+    let outbox = subject_total(&topo.outbox, topology::outbox_campaign_filter(id)).await?;
+    let held = subject_total(&topo.held, topology::held_campaign_filter(id)).await?;
+    Ok(outbox + held)
+}
+
+async fn subject_total(stream: &Stream, filter: String) -> Result<u64, StoreError> {
+    let subjects = stream
         .clone()
-        .info_with_subjects(topology::outbox_campaign_filter(id))
+        .info_with_subjects(filter)
         .await
         .map_err(StoreError::broker)?;
     let counts: Vec<(String, usize)> = subjects.try_collect().await.map_err(StoreError::broker)?;

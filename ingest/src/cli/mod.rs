@@ -2,6 +2,7 @@
 //! parses, starts logging, connects and calls [`run`]. Output here is for people (and for
 //! scripts that read the documented lines), so errors are `anyhow` with context.
 
+pub mod limits;
 pub mod submit;
 pub mod topology;
 
@@ -21,15 +22,22 @@ pub enum Command {
     Submit(submit::SubmitArgs),
     /// Serve the HTTP API (`POST /v1/campaigns`, …).
     Serve(ServeArgs),
-    /// Pause, resume or cancel a campaign.
+    /// Pause, resume, cancel or reschedule a campaign (`reschedule` takes `--send-at`, and
+    /// only before the campaign starts).
     Control {
         action: ControlAction,
         campaign: String,
+        /// The new send-at of `reschedule`: RFC 3339 or `+2h`.
+        #[arg(long)]
+        send_at: Option<String>,
     },
     /// Print a campaign's status and counters as JSON.
     Status { campaign: String },
     /// List, replay or purge dead letters.
     Dead(DeadArgs),
+    /// Set, list or remove the fleet's sending limits (global or per domain group).
+    #[command(subcommand)]
+    Limits(limits::LimitsCommand),
     /// Show the streams, buckets and senders consumer, or change the fleet's delivery policy.
     #[command(subcommand)]
     Topology(topology::TopologyCommand),
@@ -85,9 +93,25 @@ pub async fn run(topo: Topology, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Submit(a) => submit::run(&topo, a).await.map(|_| ()),
         Command::Serve(a) => serve(topo, a).await,
-        Command::Control { action, campaign } => {
-            let rec = control::apply(&topo, &campaign, action).await?;
-            println!("campaign {} is {}", rec.id, rec.status.as_str());
+        Command::Control {
+            action,
+            campaign,
+            send_at,
+        } => {
+            anyhow::ensure!(
+                send_at.is_none() || action == ControlAction::Reschedule,
+                "--send-at goes with `control reschedule` only"
+            );
+            let rec = control::apply(&topo, &campaign, action, send_at.as_deref()).await?;
+            match rec.schedule.send_at_ms {
+                Some(at) if action == ControlAction::Reschedule => println!(
+                    "campaign {} is {}, send-at {}",
+                    rec.id,
+                    rec.status.as_str(),
+                    jetmail_common::schedule::format_ms(at)
+                ),
+                _ => println!("campaign {} is {}", rec.id, rec.status.as_str()),
+            }
             Ok(())
         }
         Command::Status { campaign } => {
@@ -98,6 +122,7 @@ pub async fn run(topo: Topology, command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dead(a) => dead_letters(&topo, a).await,
+        Command::Limits(c) => limits::run(&topo, c).await,
         Command::Topology(c) => topology::run(&topo, c).await,
     }
 }

@@ -13,7 +13,8 @@ use jetmail_common::wire::CampaignSpec;
 
 use crate::dedup::duplicate_lines;
 use crate::feed::rows_from_reader_with;
-use crate::publish::{self, Progress, Submission, SubmitReport};
+use crate::publish::{self, Progress, Submission, SubmitError, SubmitReport};
+use crate::schedule::ScheduleInput;
 use crate::recipients::RowClassifier;
 
 /// Arguments of `submit`.
@@ -37,6 +38,17 @@ pub struct SubmitArgs {
     /// Campaign id (letters, digits, `-`, `_`); the same id makes a retried submit safe.
     #[arg(long, env = "JETMAIL_CAMPAIGN_ID")]
     pub campaign_id: Option<String>,
+    /// The campaign's own rate across the fleet (`N/s`, `N/m`, `N/h`), e.g. to warm up a new
+    /// sending domain.
+    #[arg(long, env = "JETMAIL_CAMPAIGN_RATE")]
+    pub rate: Option<String>,
+    /// Deliver nothing before this time: RFC 3339 (`2026-12-01T09:00:00Z`) or `+2h`.
+    #[arg(long, env = "JETMAIL_SEND_AT")]
+    pub send_at: Option<String>,
+    /// Deliver nothing after this time: RFC 3339, or a duration counted from the send start
+    /// (`6h`); what is left then is dead-lettered as `expired`.
+    #[arg(long, env = "JETMAIL_DEADLINE")]
+    pub deadline: Option<String>,
     /// Print at most this many rejected rows (all are counted).
     #[arg(long, default_value_t = 20)]
     pub show_rejected: usize,
@@ -78,6 +90,16 @@ impl Progress for Bar {
 
 /// Runs a submit and prints its summary.
 pub async fn run(topo: &Topology, args: SubmitArgs) -> anyhow::Result<SubmitReport> {
+    // Checked before any file is read or anything stored.
+    let schedule = crate::schedule::resolve(
+        ScheduleInput {
+            rate: args.rate.as_deref(),
+            send_at: args.send_at.as_deref(),
+            deadline: args.deadline.as_deref(),
+        },
+        jetmail_common::now_ms(),
+    )
+    .map_err(SubmitError::from)?;
     let spec = CampaignSpec {
         from: args.from.clone(),
         subject: args.subject.clone(),
@@ -149,6 +171,7 @@ pub async fn run(topo: &Topology, args: SubmitArgs) -> anyhow::Result<SubmitRepo
             spec,
             idempotency_key: None,
             fingerprint: None,
+            schedule,
         },
         rows,
         &mut progress,
@@ -163,6 +186,16 @@ pub async fn run(topo: &Topology, args: SubmitArgs) -> anyhow::Result<SubmitRepo
         eprintln!(
             "… and {} more rejected rows",
             report.rejected_count as usize - args.show_rejected
+        );
+    }
+    if let Some(at) = schedule
+        .send_at_ms
+        .filter(|at| *at > jetmail_common::now_ms())
+    {
+        println!(
+            "campaign {} is scheduled: nothing is sent before {}",
+            report.id,
+            jetmail_common::schedule::format_ms(at)
         );
     }
     let secs = started.elapsed().as_secs_f64();

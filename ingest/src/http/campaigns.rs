@@ -14,13 +14,14 @@ use jetmail_common::api::{
     IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER,
 };
 use jetmail_common::template::CampaignTemplates;
-use jetmail_common::wire::CampaignSpec;
+use jetmail_common::wire::{CampaignSchedule, CampaignSpec};
 use tokio::sync::mpsc;
 
 use super::{ApiError, ApiState};
 use crate::feed::{rows_from_json, rows_from_reader};
 use crate::publish::{self, Submission};
 use crate::recipients::Row;
+use crate::schedule::{self, ScheduleInput};
 use crate::view;
 
 pub(super) fn routes() -> Router<Arc<ApiState>> {
@@ -35,6 +36,7 @@ struct CampaignParts {
     spec: CampaignSpec,
     campaign_id: Option<String>,
     rows: mpsc::Receiver<Row>,
+    schedule: CampaignSchedule,
     /// SHA-256 of the whole request, to tell a replayed request from another one.
     fingerprint: String,
 }
@@ -57,6 +59,7 @@ async fn create_campaign(
             spec: parts.spec,
             fingerprint: key.as_ref().map(|_| parts.fingerprint),
             idempotency_key: key,
+            schedule: parts.schedule,
         },
         parts.rows,
         &mut (),
@@ -102,12 +105,23 @@ async fn read_campaign(
     };
     // Refuse a broken campaign before a single row is classified.
     publish::validate_spec(&spec)?;
+    let schedule = checked_schedule(ScheduleInput {
+        rate: r.rate.as_deref(),
+        send_at: r.send_at.as_deref(),
+        deadline: r.deadline.as_deref(),
+    })?;
     Ok(CampaignParts {
         spec,
         campaign_id: r.campaign_id,
+        schedule,
         rows: rows_from_json(r.recipients),
         fingerprint: publish::fingerprint(&[&body]),
     })
+}
+
+fn checked_schedule(input: ScheduleInput<'_>) -> Result<CampaignSchedule, ApiError> {
+    schedule::resolve(input, jetmail_common::now_ms())
+        .map_err(|e| publish::SubmitError::from(e).into())
 }
 
 /// The JSON request, with a missing required field named in the answer's `field` (serde says
@@ -135,6 +149,7 @@ async fn read_multipart(mut mp: Multipart) -> Result<CampaignParts, ApiError> {
     let mut html = None;
     let mut campaign_id = None;
     let mut recipients: Option<Bytes> = None;
+    let (mut rate, mut send_at, mut deadline) = (None, None, None);
     while let Some(part) = mp
         .next_field()
         .await
@@ -163,7 +178,18 @@ async fn read_multipart(mut mp: Multipart) -> Result<CampaignParts, ApiError> {
             Field::Html => html = Some(as_text()?).filter(|h: &String| !h.trim().is_empty()),
             Field::CampaignId => campaign_id = Some(as_text()?).filter(|c: &String| !c.is_empty()),
             Field::Recipients => recipients = Some(data),
-            Field::Other => {}
+            Field::Rate => rate = Some(as_text()?),
+            Field::SendAt => send_at = Some(as_text()?),
+            Field::Deadline => deadline = Some(as_text()?),
+            // A limit's parts are not a campaign's.
+            Field::Domains
+            | Field::Concurrency
+            | Field::Cooldown
+            | Field::Scope
+            | Field::Address
+            | Field::Reason
+            | Field::To
+            | Field::Other => {}
         }
     }
     let missing = |f: Field| ApiError::invalid(Some(f), format!("missing field `{f}`"));
@@ -174,6 +200,11 @@ async fn read_multipart(mut mp: Multipart) -> Result<CampaignParts, ApiError> {
         html,
     };
     publish::validate_spec(&spec)?;
+    let schedule = checked_schedule(ScheduleInput {
+        rate: rate.as_deref(),
+        send_at: send_at.as_deref(),
+        deadline: deadline.as_deref(),
+    })?;
     let recipients = recipients.ok_or_else(|| missing(Field::Recipients))?;
     let (rows, _) = rows_from_reader(std::io::Cursor::new(recipients))
         .map_err(|e| ApiError::invalid(Some(Field::Recipients), e))?;
@@ -181,6 +212,7 @@ async fn read_multipart(mut mp: Multipart) -> Result<CampaignParts, ApiError> {
     Ok(CampaignParts {
         spec,
         campaign_id,
+        schedule,
         rows,
         fingerprint: publish::fingerprint(&refs),
     })

@@ -1,11 +1,12 @@
 //! The HTTP API the web form (and any client) uses, one module per resource: campaigns
-//! (submit, read, preview), campaign control, dead letters. Every body it reads or writes is a
-//! [`jetmail_common::api`] type, and every error answer an [`ErrorBody`] whose status comes
-//! from its [`ErrorCode`], so clients branch on codes, never on wording.
+//! (submit, read, preview), campaign control, dead letters, sending limits. Every body it
+//! reads or writes is a [`jetmail_common::api`] type, and every error answer an [`ErrorBody`]
+//! whose status comes from its [`ErrorCode`], so clients branch on codes, never on wording.
 
 mod campaigns;
 mod control;
 mod dead;
+mod limits;
 
 use std::future::IntoFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::ControlError;
 use crate::dead::DeadError;
+use crate::limits::LimitsError;
 use crate::publish::SubmitError;
 
 /// Default request body limit: bodies above it get 413.
@@ -160,8 +162,26 @@ impl From<ControlError> for ApiError {
         match e {
             ControlError::NotFound(_) => ApiError::not_found(e),
             ControlError::Refused { .. } => ApiError::new(ErrorCode::Conflict, e),
+            ControlError::MissingSendAt => ApiError::invalid(Some(Field::SendAt), e),
+            ControlError::Invalid(i) => ApiError::invalid(Some(i.field()), i),
             ControlError::Store(s) => s.into(),
         }
+    }
+}
+
+impl From<LimitsError> for ApiError {
+    fn from(e: LimitsError) -> Self {
+        let field = e.field();
+        let mut err = match e {
+            LimitsError::Store(s) => return s.into(),
+            LimitsError::NotFound(_) => ApiError::not_found(e),
+            LimitsError::DomainTaken { .. } => ApiError::new(ErrorCode::Conflict, e),
+            LimitsError::Invalid(_)
+            | LimitsError::Cooldown(_)
+            | LimitsError::ScopeMismatch { .. } => ApiError::new(ErrorCode::InvalidLimit, e),
+        };
+        err.body.field = field;
+        err
     }
 }
 
@@ -181,6 +201,7 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .merge(campaigns::routes())
         .merge(control::routes())
         .merge(dead::routes())
+        .merge(limits::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(Arc::new(state))

@@ -17,7 +17,7 @@ pub(crate) async fn setup() -> anyhow::Result<(NatsServer, Topology)> {
     Ok((nats, topo))
 }
 
-async fn call(
+pub(crate) async fn call(
     topo: &Topology,
     max_body: usize,
     req: Request<Body>,
@@ -34,7 +34,7 @@ async fn call(
     (status, body, headers)
 }
 
-fn post_json(body: &Value, key: Option<&str>) -> Request<Body> {
+pub(crate) fn post_json(body: &Value, key: Option<&str>) -> Request<Body> {
     let mut b = Request::post("/v1/campaigns").header(header::CONTENT_TYPE, "application/json");
     if let Some(k) = key {
         b = b.header("Idempotency-Key", k);
@@ -42,12 +42,12 @@ fn post_json(body: &Value, key: Option<&str>) -> Request<Body> {
     b.body(Body::from(body.to_string())).unwrap()
 }
 
-async fn outbox_len(topo: &Topology) -> u64 {
+pub(crate) async fn outbox_len(topo: &Topology) -> u64 {
     let mut s = topo.outbox.clone();
     s.info().await.unwrap().state.messages
 }
 
-fn campaign(recipients: Value) -> Value {
+pub(crate) fn campaign(recipients: Value) -> Value {
     json!({
         "from": "News <news@example.com>",
         "subject": "Hi {{ name }}",
@@ -174,7 +174,7 @@ async fn multipart_submit_with_csv_file() -> anyhow::Result<()> {
 }
 
 /// The error body as clients read it: the contract's type, not loose JSON.
-fn error_body(body: &Value) -> ErrorBody {
+pub(crate) fn error_body(body: &Value) -> ErrorBody {
     serde_json::from_value(body.clone()).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
@@ -354,7 +354,7 @@ async fn control_parses_its_action_once_and_refuses_unknown_ones() -> anyhow::Re
     assert_eq!(rec["status"], "paused");
 
     // Once cancelled, a campaign cannot be paused: a conflict, not a broker error.
-    control::apply(&topo, "ctl1", ControlAction::Cancel).await?;
+    control::apply(&topo, "ctl1", ControlAction::Cancel, None).await?;
     let (status, resp, _) = call(
         &topo,
         1 << 20,

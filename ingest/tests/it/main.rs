@@ -4,5 +4,7 @@
 
 mod api;
 mod csv_rows;
+mod limits;
+mod schedule;
 mod serve;
 mod topology;

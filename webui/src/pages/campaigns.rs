@@ -139,6 +139,7 @@ pub async fn control(
                 ControlAction::Cancel => {
                     "Campaign cancelled: its remaining recipients will not be mailed."
                 }
+                ControlAction::Reschedule => "Campaign rescheduled.",
             })
         }
         Err(IngestError::Refused { body, .. }) => Flash::error(body.detail),

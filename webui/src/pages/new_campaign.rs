@@ -50,8 +50,20 @@ fn form_field(field: Option<Field>) -> Option<&'static str> {
         Field::Text => Some("text"),
         Field::Html => Some("html"),
         Field::Recipients => Some("recipients"),
-        // The form has no campaign id, and a field a newer ingest names is not on it.
-        Field::CampaignId | Field::Other => None,
+        Field::Rate => Some("rate"),
+        Field::SendAt => Some("send_at"),
+        Field::Deadline => Some("deadline"),
+        // The form has no campaign id and no limit's parts, and a field a newer ingest names
+        // is not on it.
+        Field::CampaignId
+        | Field::Domains
+        | Field::Concurrency
+        | Field::Cooldown
+        | Field::Scope
+        | Field::Address
+        | Field::Reason
+        | Field::To
+        | Field::Other => None,
     }
 }
 
