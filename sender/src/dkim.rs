@@ -221,7 +221,7 @@ impl DkimKeys {
             }
             .map_err(DkimError::Sign)?
             .to_header();
-            out.extend_from_slice(header.as_bytes());
+            out.extend_from_slice(without_fold_before_end(&header).as_bytes());
         }
         Ok(out)
     }
@@ -237,6 +237,18 @@ impl DkimKeys {
             .unwrap()
             .insert(cache_key, signer.clone());
         Ok(signer)
+    }
+}
+
+/// mail-auth folds the header when the `b=` value fills a line, which can leave the closing
+/// `;` alone on a continuation line. RFC 6376 §3.5 deletes the value "including all
+/// surrounding whitespace" before verifying, but verifiers differ on whitespace after it
+/// (dkimpy keeps it, measured: every such signature failed there), so the fold is removed:
+/// with no whitespace there, every reading hashes the same `b=;`.
+fn without_fold_before_end(header: &str) -> String {
+    match header.strip_suffix(";\r\n") {
+        Some(body) => format!("{};\r\n", body.trim_end_matches([' ', '\t', '\r', '\n'])),
+        None => header.to_string(),
     }
 }
 
@@ -472,6 +484,16 @@ mod tests {
         let der = [0x30, 0x07, 0x02, 0x01, 0x00, 0x02, 0x02, 0x00, 0x80];
         assert_eq!(rsa_modulus_bits(&der), Some(8));
         assert_eq!(tlv(&[0x30, 0x05, 0x00]), None, "a length past the end");
+    }
+
+    #[test]
+    fn a_fold_before_the_closing_semicolon_is_removed() {
+        assert_eq!(
+            without_fold_before_end("DKIM-Signature: a=1; b=QUJD\r\n\t;\r\n"),
+            "DKIM-Signature: a=1; b=QUJD;\r\n"
+        );
+        let plain = "DKIM-Signature: a=1;\r\n\tb=QUJD;\r\n";
+        assert_eq!(without_fold_before_end(plain), plain);
     }
 
     #[test]
