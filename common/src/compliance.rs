@@ -161,6 +161,15 @@ impl UnsubscribeKey {
     }
 }
 
+/// Prefix of a test send's campaign id: the monitor counts no progress for these, and a
+/// campaign submitted by a user may not take one.
+pub const TEST_CAMPAIGN_PREFIX: &str = "t-";
+
+/// Whether `campaign` is a test send's id.
+pub fn is_test_campaign(campaign: &str) -> bool {
+    campaign.starts_with(TEST_CAMPAIGN_PREFIX)
+}
+
 /// Local-part prefix of a VERP envelope sender.
 const VERP_PREFIX: &str = "bounces+";
 

@@ -1,6 +1,8 @@
 //! jetmail ingest: takes a campaign from a CSV file (`submit`) or over HTTP (`serve`) and
 //! publishes one message per recipient to MAIL_OUTBOX. Ingest never talks SMTP.
 
+pub mod bounces;
+pub mod citizen;
 pub mod cli;
 pub mod control;
 pub mod dead;
@@ -11,6 +13,9 @@ pub mod limits;
 pub mod publish;
 pub mod recipients;
 pub mod schedule;
+pub mod suppressions;
+pub mod test_send;
+pub mod unsubscribe;
 pub mod view;
 
 pub use http::{serve, ServeConfig};

@@ -111,6 +111,8 @@ pub struct Submission {
     /// Checked by [`crate::schedule::resolve`]. A resumed submit keeps the schedule the
     /// first one stored (`+2h` resolved again would be another time).
     pub schedule: CampaignSchedule,
+    /// Unsubscribe links and tokens, the suppression check, the test flag.
+    pub compliance: crate::citizen::Compliance,
 }
 
 /// SHA-256 of request parts, hex. Each part is length-prefixed, so moving bytes from one part
@@ -179,7 +181,12 @@ pub use jetmail_common::records::{load_record, update_record};
 fn report_from_record(rec: &CampaignRecord, replayed: bool) -> SubmitReport {
     SubmitReport {
         id: rec.id.clone(),
-        published: rec.publish.published_through,
+        // Suppressed recipients took sequence numbers but were never published.
+        published: rec
+            .publish
+            .published_through
+            .saturating_sub(rec.publish.suppressed),
+        suppressed: rec.publish.suppressed,
         rejected: rec.publish.rejected_sample.clone(),
         rejected_count: rec.publish.rejected,
         duplicates: rec.publish.duplicates,
@@ -219,6 +226,8 @@ async fn open_record(topo: &Topology, sub: &Submission, id: &str) -> Result<Open
         idempotency_key: sub.idempotency_key.clone(),
         request_fingerprint: sub.fingerprint.clone(),
         schedule: sub.schedule,
+        unsubscribe: sub.compliance.links(),
+        test: sub.compliance.test,
     };
     let bytes = Bytes::from(serde_json::to_vec(&fresh).expect("a record always serialises"));
     let key = topology::campaign_key(id);
@@ -261,6 +270,7 @@ struct Tally {
     rejected: Vec<RejectedRow>,
     rejected_count: u64,
     duplicates: u64,
+    suppressed: u64,
 }
 
 /// Publishes a campaign from `rows`. Returns once every publish is acknowledged.
@@ -279,6 +289,12 @@ pub async fn submit(
         },
     };
     topology::validate_campaign_id(&id).map_err(|e| SubmitError::invalid(Field::CampaignId, e))?;
+    if jetmail_common::compliance::is_test_campaign(&id) != sub.compliance.test {
+        return Err(SubmitError::invalid(
+            Field::CampaignId,
+            "ids starting with `t-` are test sends' only",
+        ));
+    }
 
     let mut resume_after: Option<u64> = None;
     let mut window = Window {
@@ -292,6 +308,11 @@ pub async fn submit(
     let mut tally = Tally::default();
     let mut last_checkpoint = Instant::now();
     let mut buf = Vec::with_capacity(512);
+    let skip = sub
+        .compliance
+        .suppressed(topo)
+        .await
+        .map_err(|e| SubmitError::store(&id, 0, e))?;
 
     let mut failure: Option<SubmitError> = None;
     while let Some(row) = rows.recv().await {
@@ -324,37 +345,48 @@ pub async fn submit(
             },
         };
         seq += 1;
+        // A suppressed recipient keeps its sequence number, so that a resumed submit counts
+        // as the first did; it is settled at once by a `suppressed` event.
+        let suppressed = skip.contains(&acc.email);
+        tally.suppressed += u64::from(suppressed);
         if seq <= after {
             continue;
         }
-        let msg = OutboxMessage {
-            v: jetmail_common::wire::WIRE_VERSION,
-            campaign: id.clone(),
-            seq,
-            email: acc.email,
-            vars: acc.vars,
-            replay: 0,
-            published_ms: now_ms(),
+        let (subject, headers, payload) = if suppressed {
+            crate::suppressions::skipped_event(&id, seq)
+        } else {
+            let unsubscribe_token = sub.compliance.token(&id, &acc.email);
+            let msg = OutboxMessage {
+                v: jetmail_common::wire::WIRE_VERSION,
+                campaign: id.clone(),
+                seq,
+                email: acc.email,
+                vars: acc.vars,
+                replay: 0,
+                published_ms: now_ms(),
+                unsubscribe_token,
+            };
+            buf.clear();
+            serde_json::to_writer(&mut buf, &msg).expect("an outbox message always serialises");
+            let mut headers = HeaderMap::new();
+            let token = domain_token(&acc.domain);
+            // MAIL_HELD has its own duplicate window: the id is as stable as the outbox one.
+            let (msg_id, subject) = match &held {
+                Some(scope) => (
+                    topology::held_msg_id(scope, &id, seq, 0),
+                    topology::held_subject(scope, &id, &token),
+                ),
+                None => (
+                    topology::outbox_msg_id(&id, seq, 0),
+                    topology::outbox_subject(&id, &token),
+                ),
+            };
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
+            (subject, headers, Bytes::copy_from_slice(&buf))
         };
-        buf.clear();
-        serde_json::to_writer(&mut buf, &msg).expect("an outbox message always serialises");
-        let mut headers = HeaderMap::new();
-        let token = domain_token(&acc.domain);
-        // MAIL_HELD has its own duplicate window: the id is as stable as the outbox one.
-        let (msg_id, subject) = match &held {
-            Some(scope) => (
-                topology::held_msg_id(scope, &id, seq, 0),
-                topology::held_subject(scope, &id, &token),
-            ),
-            None => (
-                topology::outbox_msg_id(&id, seq, 0),
-                topology::outbox_subject(&id, &token),
-            ),
-        };
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
         match topo
             .js
-            .publish_with_headers(subject, headers, Bytes::copy_from_slice(&buf))
+            .publish_with_headers(subject, headers, payload)
             .await
         {
             Ok(ack) => window.pending.push_back((seq, ack)),
@@ -415,6 +447,7 @@ pub async fn submit(
         complete: true,
         rejected: tally.rejected_count,
         duplicates: tally.duplicates,
+        suppressed: tally.suppressed,
         rejected_sample: tally.rejected,
     };
     let rec = checkpoint(topo, &id, window.through, Some(done))

@@ -123,6 +123,10 @@ pub async fn run(topo: Topology, shutdown: CancellationToken) {
                             Ok(e) => e,
                             Err(e) => { tracing::warn!(seq, error = %e, "unreadable event skipped"); continue; }
                         };
+                        // A test send is counted in no campaign, not even its own.
+                        if jetmail_common::compliance::is_test_campaign(&ev.campaign) {
+                            continue;
+                        }
                         let tally = match tallies.get_mut(&ev.campaign) {
                             Some(t) => t,
                             None => {

@@ -2,8 +2,11 @@
 //! parses, starts logging, connects and calls [`run`]. Output here is for people (and for
 //! scripts that read the documented lines), so errors are `anyhow` with context.
 
+pub mod bounces;
 pub mod limits;
 pub mod submit;
+pub mod suppress;
+pub mod test_send;
 pub mod topology;
 
 use std::time::Duration;
@@ -38,6 +41,14 @@ pub enum Command {
     /// Set, list or remove the fleet's sending limits (global or per domain group).
     #[command(subcommand)]
     Limits(limits::LimitsCommand),
+    /// Add, remove, list, import or export suppressed addresses.
+    #[command(subcommand)]
+    Suppress(suppress::SuppressCommand),
+    /// Apply bounce (DSN) and complaint (ARF) messages to the suppression list.
+    #[command(subcommand)]
+    Bounces(bounces::BouncesCommand),
+    /// Send a campaign once to a few addresses, at once, counted nowhere.
+    TestSend(test_send::TestSendArgs),
     /// Show the streams, buckets and senders consumer, or change the fleet's delivery policy.
     #[command(subcommand)]
     Topology(topology::TopologyCommand),
@@ -62,6 +73,8 @@ pub struct ServeArgs {
     /// (a submit cut short resumes when the client submits again).
     #[arg(long, env = "JETMAIL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    #[command(flatten)]
+    pub unsubscribe: crate::unsubscribe::UnsubscribeArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -123,6 +136,9 @@ pub async fn run(topo: Topology, command: Command) -> anyhow::Result<()> {
         }
         Command::Dead(a) => dead_letters(&topo, a).await,
         Command::Limits(c) => limits::run(&topo, c).await,
+        Command::Suppress(c) => suppress::run(&topo, c).await,
+        Command::Bounces(c) => bounces::run(&topo, c).await,
+        Command::TestSend(a) => test_send::run(&topo, a).await,
         Command::Topology(c) => topology::run(&topo, c).await,
     }
 }
@@ -135,6 +151,7 @@ async fn serve(topo: Topology, a: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig {
         max_body: a.max_body,
         shutdown_timeout: a.shutdown_timeout,
+        unsubscribe: a.unsubscribe.load()?,
     };
     crate::http::serve(topo, listener, &config, shutdown).await?;
     Ok(())

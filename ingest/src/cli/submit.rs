@@ -14,8 +14,8 @@ use jetmail_common::wire::CampaignSpec;
 use crate::dedup::duplicate_lines;
 use crate::feed::rows_from_reader_with;
 use crate::publish::{self, Progress, Submission, SubmitError, SubmitReport};
-use crate::schedule::ScheduleInput;
 use crate::recipients::RowClassifier;
+use crate::schedule::ScheduleInput;
 
 /// Arguments of `submit`.
 #[derive(Debug, Clone, clap::Args)]
@@ -56,6 +56,8 @@ pub struct SubmitArgs {
     /// recipient) for large files; the system's temporary directory by default.
     #[arg(long, env = "JETMAIL_SPILL_DIR")]
     pub spill_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub unsubscribe: crate::unsubscribe::UnsubscribeArgs,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<String> {
@@ -100,6 +102,7 @@ pub async fn run(topo: &Topology, args: SubmitArgs) -> anyhow::Result<SubmitRepo
         jetmail_common::now_ms(),
     )
     .map_err(SubmitError::from)?;
+    let unsubscribe = args.unsubscribe.load()?;
     let spec = CampaignSpec {
         from: args.from.clone(),
         subject: args.subject.clone(),
@@ -172,6 +175,7 @@ pub async fn run(topo: &Topology, args: SubmitArgs) -> anyhow::Result<SubmitRepo
             idempotency_key: None,
             fingerprint: None,
             schedule,
+            compliance: crate::citizen::Compliance::campaign(unsubscribe),
         },
         rows,
         &mut progress,
@@ -206,11 +210,12 @@ pub async fn run(topo: &Topology, args: SubmitArgs) -> anyhow::Result<SubmitRepo
         );
     }
     println!(
-        "campaign {}: published {}, rejected {}, duplicates {} ({:.1}s, {:.0} recipients/s)",
+        "campaign {}: published {}, rejected {}, duplicates {}, suppressed {} ({:.1}s, {:.0} recipients/s)",
         report.id,
         report.published,
         report.rejected_count,
         report.duplicates,
+        report.suppressed,
         secs,
         report.published as f64 / secs.max(0.001)
     );

@@ -32,10 +32,10 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
 }
 
 /// A campaign as read from a request, before any recipient is classified.
-struct CampaignParts {
-    spec: CampaignSpec,
+pub(super) struct CampaignParts {
+    pub(super) spec: CampaignSpec,
     campaign_id: Option<String>,
-    rows: mpsc::Receiver<Row>,
+    pub(super) rows: mpsc::Receiver<Row>,
     schedule: CampaignSchedule,
     /// SHA-256 of the whole request, to tell a replayed request from another one.
     fingerprint: String,
@@ -60,6 +60,7 @@ async fn create_campaign(
             fingerprint: key.as_ref().map(|_| parts.fingerprint),
             idempotency_key: key,
             schedule: parts.schedule,
+            compliance: crate::citizen::Compliance::campaign(state.unsubscribe.clone()),
         },
         parts.rows,
         &mut (),
@@ -76,7 +77,7 @@ async fn create_campaign(
 
 /// Reads a campaign from a JSON or multipart request and checks its spec; the recipients come
 /// as a channel of classified rows.
-async fn read_campaign(
+pub(super) async fn read_campaign(
     state: &Arc<ApiState>,
     headers: &HeaderMap,
     req: Request,

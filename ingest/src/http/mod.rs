@@ -3,10 +3,14 @@
 //! reads or writes is a [`jetmail_common::api`] type, and every error answer an [`ErrorBody`]
 //! whose status comes from its [`ErrorCode`], so clients branch on codes, never on wording.
 
+mod bounces;
 mod campaigns;
 mod control;
 mod dead;
 mod limits;
+mod suppressions;
+mod test_send;
+pub mod unsubscribe;
 
 use std::future::IntoFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +45,17 @@ const OUTBOX_FULL_RETRY_AFTER_SECS: u64 = 30;
 #[derive(Clone)]
 pub struct ApiState {
     pub topo: Topology,
+    /// Verifies unsubscribe links and signs new ones; `None` when not configured.
+    pub unsubscribe: Option<Arc<crate::unsubscribe::Unsubscribe>>,
+}
+
+impl ApiState {
+    pub fn new(topo: Topology) -> Self {
+        Self {
+            topo,
+            unsubscribe: None,
+        }
+    }
 }
 
 /// How `serve` runs.
@@ -50,6 +65,8 @@ pub struct ServeConfig {
     pub max_body: usize,
     /// After the shutdown signal, how long requests in flight may take to finish.
     pub shutdown_timeout: Duration,
+    /// One-click unsubscribe (`--public-url`, `--unsubscribe-secret-file`).
+    pub unsubscribe: Option<Arc<crate::unsubscribe::Unsubscribe>>,
 }
 
 impl Default for ServeConfig {
@@ -57,6 +74,7 @@ impl Default for ServeConfig {
         Self {
             max_body: DEFAULT_MAX_BODY,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            unsubscribe: None,
         }
     }
 }
@@ -202,6 +220,11 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .merge(control::routes())
         .merge(dead::routes())
         .merge(limits::routes())
+        .merge(suppressions::routes())
+        .merge(bounces::routes())
+        .merge(test_send::routes())
+        // Public (RFC 8058): whatever guards the API must not cover these.
+        .merge(unsubscribe::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(Arc::new(state))
@@ -235,7 +258,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let in_flight = Arc::new(AtomicU64::new(0));
     let counter = in_flight.clone();
-    let app = router(ApiState { topo }, config.max_body).layer(axum::middleware::from_fn(
+    let state = ApiState {
+        topo,
+        unsubscribe: config.unsubscribe.clone(),
+    };
+    let app = router(state, config.max_body).layer(axum::middleware::from_fn(
         move |req: Request, next: Next| {
             let guard = InFlight::enter(&counter);
             async move {

@@ -22,7 +22,7 @@ pub(crate) async fn call(
     max_body: usize,
     req: Request<Body>,
 ) -> (StatusCode, Value, axum::http::HeaderMap) {
-    let resp = router(ApiState { topo: topo.clone() }, max_body)
+    let resp = router(ApiState::new(topo.clone()), max_body)
         .oneshot(req)
         .await
         .unwrap();

@@ -3,6 +3,7 @@
 //! idempotent submits, and the topology commands.
 
 mod api;
+mod compliance;
 mod csv_rows;
 mod limits;
 mod schedule;
