@@ -288,16 +288,42 @@ pub struct SuppressedSet(HashSet<u128>);
 
 impl SuppressedSet {
     pub async fn load(topo: &Topology) -> Result<Self, StoreError> {
-        let keys = topo.suppressions.keys().await.map_err(StoreError::broker)?;
-        let set = keys
-            .try_fold(HashSet::new(), |mut set, k| async move {
-                if let Some(k) = key_bits(&k) {
-                    set.insert(k);
-                }
-                Ok(set)
+        let mut set = HashSet::new();
+        let mut stream = topo.suppressions.stream.clone();
+        let info = stream.info().await.map_err(StoreError::broker)?;
+        if info.state.messages == 0 {
+            return Ok(Self(set));
+        }
+        set.reserve(info.state.messages as usize);
+        // Headers only, last value per key: the keys are in the subjects, so no value
+        // crosses the wire.
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                filter_subject: format!("{}>", topo.suppressions.prefix),
+                headers_only: true,
+                ..Default::default()
             })
             .await
             .map_err(StoreError::broker)?;
+        let mut messages = consumer.messages().await.map_err(StoreError::broker)?;
+        while let Some(m) = messages.try_next().await.map_err(StoreError::broker)? {
+            let pending = m.info().map(|i| i.pending).unwrap_or(0);
+            let deleted = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(KV_OPERATION_HEADER))
+                .is_some_and(|op| op.as_str() != "PUT");
+            if !deleted {
+                let key = m.subject.as_str().rsplit('.').next().unwrap_or("");
+                if let Ok(bits) = u128::from_str_radix(key, 16) {
+                    set.insert(bits);
+                }
+            }
+            if pending == 0 {
+                break;
+            }
+        }
         Ok(Self(set))
     }
 
