@@ -192,22 +192,31 @@ async fn probe_tls(
     }
 }
 
+/// Why the plain-text part of a STARTTLS probe failed.
+#[derive(Debug, thiserror::Error)]
+enum PlainStepError {
+    #[error("{0}: connection closed")]
+    Closed(&'static str),
+    #[error("{what}: {reply}")]
+    Refused { what: &'static str, reply: String },
+    #[error("the relay sent data after its STARTTLS reply")]
+    DataAfterStartTls,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// Greeting, EHLO and STARTTLS on a plain connection, ready for the handshake.
-async fn starttls(tcp: &mut TcpStream, helo: &str) -> Result<(), String> {
+async fn starttls(tcp: &mut TcpStream, helo: &str) -> Result<(), PlainStepError> {
     let (r, mut w) = tcp.split();
     let mut r = BufReader::new(r);
     read_reply(&mut r, 220, "greeting").await?;
-    w.write_all(format!("EHLO {helo}\r\n").as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    w.write_all(format!("EHLO {helo}\r\n").as_bytes()).await?;
     read_reply(&mut r, 250, "EHLO").await?;
-    w.write_all(b"STARTTLS\r\n")
-        .await
-        .map_err(|e| e.to_string())?;
+    w.write_all(b"STARTTLS\r\n").await?;
     read_reply(&mut r, 220, "STARTTLS").await?;
     // Nothing may be buffered past the 220: the TLS handshake starts right after it.
     if !r.buffer().is_empty() {
-        return Err("the relay sent data after its STARTTLS reply".into());
+        return Err(PlainStepError::DataAfterStartTls);
     }
     Ok(())
 }
@@ -215,13 +224,13 @@ async fn starttls(tcp: &mut TcpStream, helo: &str) -> Result<(), String> {
 async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(
     r: &mut R,
     want: u16,
-    what: &str,
-) -> Result<(), String> {
+    what: &'static str,
+) -> Result<(), PlainStepError> {
     let mut text = String::new();
     loop {
         let mut line = String::new();
-        if r.read_line(&mut line).await.map_err(|e| e.to_string())? == 0 {
-            return Err(format!("{what}: connection closed"));
+        if r.read_line(&mut line).await? == 0 {
+            return Err(PlainStepError::Closed(what));
         }
         text.push_str(line.trim_end());
         // "250-..." continues a reply, "250 ..." ends it.
@@ -232,7 +241,7 @@ async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(
     }
     match text.get(..3).and_then(|c| c.parse::<u16>().ok()) {
         Some(code) if code == want => Ok(()),
-        _ => Err(format!("{what}: {text}")),
+        _ => Err(PlainStepError::Refused { what, reply: text }),
     }
 }
 

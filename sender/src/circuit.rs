@@ -108,13 +108,6 @@ impl Circuit {
             _ => false,
         }
     }
-
-    /// A send that was acquired but never attempted gives its probe back.
-    pub fn release_unused(&mut self) {
-        if self.state == CircuitState::HalfOpen {
-            self.probe_in_flight = false;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -387,6 +387,15 @@ async fn a_refused_mail_from_is_the_relays_failure_and_a_refused_rcpt_the_recipi
     );
     assert_eq!(out[1], SendOutcome::Accepted);
     assert!(r.last_error().is_none(), "a working relay has no error");
+    // A 421 greeting (a relay too busy to talk): the relay's failure, not the recipient's.
+    sink.set_faults(|f| {
+        f.reject.clear();
+        f.greet_tempfail = true;
+    });
+    let busy = relay(&sink.url(), &options())?;
+    let out = send_all(&busy, 1).await;
+    assert!(matches!(out[0], SendOutcome::RelayFailed { .. }), "{out:?}");
+    sink.set_faults(|f| f.greet_tempfail = false);
     // Down altogether: the relay's failure too.
     let dead = relay(&format!("smtp://127.0.0.1:{}", free_port()), &options())?;
     let out = send_all(&dead, 1).await;
