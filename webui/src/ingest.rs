@@ -2,20 +2,23 @@
 //! resume, cancel, replaying or discarding dead letters) is a request to ingest, which owns
 //! publishing. Requests and answers are the types of [`jetmail_common::api`], the contract
 //! ingest serialises, so the two cannot drift apart. Forms are forwarded as multipart, the way
-//! ingest reads CSV uploads, so line numbers of rejected rows are ingest's own.
+//! ingest reads CSV uploads, so line numbers of rejected rows are ingest's own. Sending
+//! limits and rescheduling are in [`limits`].
 
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use bytes::Bytes;
 use jetmail_common::api::{
-    self, BulkReport, ControlAction, DeadFilter, DeadList, DeadQuery, ErrorBody, ErrorCode,
+    self, BulkReport, ControlAction, DeadFilter, DeadList, DeadQuery, ErrorBody, ErrorCode, Field,
     Preview, SubmitReport,
 };
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, Url};
 
 use crate::WebError;
+
+mod limits;
 
 /// How long a quick request (preview, list, control) may take.
 pub const QUICK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,6 +58,10 @@ pub struct CampaignForm {
     pub html: String,
     /// A CSV file with an `email` column, or bare addresses one a line.
     pub recipients: Bytes,
+    /// The campaign's own rate, send-at and deadline as typed; empty ones are not sent.
+    pub rate: String,
+    pub send_at: String,
+    pub deadline: String,
 }
 
 impl CampaignForm {
@@ -68,20 +75,36 @@ impl CampaignForm {
         .file_name("recipients.csv")
         .mime_str("text/csv")
         .expect("text/csv is a valid media type");
-        Form::new()
+        let mut form = Form::new()
             .text("from", self.from.clone())
             .text("subject", self.subject.clone())
             .text("text", self.text.clone())
-            .text("html", self.html.clone())
-            .part("recipients", recipients)
+            .text("html", self.html.clone());
+        for (field, value) in [
+            (Field::Rate, &self.rate),
+            (Field::SendAt, &self.send_at),
+            (Field::Deadline, &self.deadline),
+        ] {
+            if !value.trim().is_empty() {
+                form = form.text(field.as_str(), value.trim().to_string());
+            }
+        }
+        form.part("recipients", recipients)
     }
 }
 
 /// What a request carries.
-enum Payload<'a> {
+enum Payload {
     Empty,
-    Json(&'a DeadFilter),
+    /// A body already serialised as JSON.
+    Json(Vec<u8>),
     Multipart(Form),
+}
+
+impl Payload {
+    fn json(body: &impl serde::Serialize) -> Self {
+        Payload::Json(serde_json::to_vec(body).expect("an API body always serialises"))
+    }
 }
 
 /// A cheap handle (clone it freely) on one pooled HTTP/1 client.
@@ -133,7 +156,7 @@ impl IngestClient {
         &self,
         method: Method,
         path_and_query: &str,
-        payload: Payload<'_>,
+        payload: Payload,
         extra_headers: &[(&str, &str)],
         timeout: Duration,
     ) -> Result<Bytes, IngestError> {
@@ -144,7 +167,9 @@ impl IngestClient {
         }
         req = match payload {
             Payload::Empty => req,
-            Payload::Json(body) => req.json(body),
+            Payload::Json(body) => req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body),
             Payload::Multipart(form) => req.multipart(form),
         };
         let transport = |e: reqwest::Error| {
@@ -261,7 +286,7 @@ impl IngestClient {
         filter: &DeadFilter,
     ) -> Result<BulkReport, IngestError> {
         let b = self
-            .call(method, path, Payload::Json(filter), &[], BULK_TIMEOUT)
+            .call(method, path, Payload::json(filter), &[], BULK_TIMEOUT)
             .await?;
         Self::decode(&b)
     }
@@ -314,7 +339,6 @@ fn error_body(status: StatusCode, body: &[u8]) -> ErrorBody {
 mod tests {
     use super::*;
     use axum::routing::post;
-    use jetmail_common::api::Field;
 
     #[test]
     fn refuses_urls_it_cannot_call() {
@@ -402,6 +426,7 @@ mod tests {
                 text: "T".into(),
                 html: String::new(),
                 recipients: Bytes::from_static(b"email\nb@example.com\n"),
+                ..Default::default()
             })
             .await
             .unwrap();

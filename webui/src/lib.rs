@@ -144,6 +144,8 @@ pub fn router(state: AppState) -> Router {
         .route("/campaigns/{id}/{action}", post(pages::campaigns::control))
         .route("/senders", get(pages::senders::page))
         .route("/dead", get(pages::dead::page).post(pages::dead::act))
+        .route("/limits", get(pages::limits::page).post(pages::limits::set))
+        .route("/limits/remove", post(pages::limits::remove))
         .route("/events/campaigns", get(live::campaign_events))
         .route("/events/senders", get(live::sender_events))
         .route_layer(middleware::from_fn(auth::require_login));

@@ -26,6 +26,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("senders.html", include_str!("../templates/senders.html")),
     ("dead.html", include_str!("../templates/dead.html")),
+    ("limits.html", include_str!("../templates/limits.html")),
 ];
 
 const STYLE_CSS: &str = include_str!("../assets/style.css");

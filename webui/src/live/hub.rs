@@ -1,6 +1,6 @@
 //! The hub: the live state kept from the KV watches (campaign records and progress, sender
-//! health), the pending counts asked of MAIL_OUTBOX, and the ticker that samples counters and
-//! notices silent senders. Every change goes out once on a broadcast channel that the SSE
+//! health), the pending counts asked of MAIL_OUTBOX and MAIL_HELD, and the ticker that
+//! samples counters and notices silent senders. Every change goes out once on a broadcast channel that the SSE
 //! streams ([`super::sse`]) filter.
 
 use std::collections::{BTreeMap, HashMap};
@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
+use async_nats::jetstream::stream::Stream;
 use futures::{StreamExt, TryStreamExt};
 use jetmail_common::now_ms;
-use jetmail_common::topology::{self, CampaignsKey, OutboxSubject, Topology};
+use jetmail_common::topology::{self, CampaignsKey, HeldSubject, OutboxSubject, Topology};
 use jetmail_common::wire::{CampaignProgress, CampaignRecord, CampaignStatus, SenderHealth};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -313,30 +314,24 @@ impl Hub {
         }
     }
 
-    /// Asks MAIL_OUTBOX how many messages each campaign still has (one request for all).
+    /// Asks MAIL_OUTBOX and MAIL_HELD how many messages each campaign still has (one request
+    /// a stream for all campaigns).
     pub async fn refresh_pending(&self) {
-        let counts: Vec<(String, usize)> = match self
-            .inner
-            .topo
-            .outbox
-            .info_with_subjects(topology::outbox_filter())
-            .await
-        {
-            Ok(s) => match s.try_collect().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot count the outbox");
-                    return;
-                }
-            },
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot count the outbox");
-                return;
-            }
+        let topo = &self.inner.topo;
+        let (Some(outbox), Some(held)) = (
+            subject_counts(&topo.outbox, topology::outbox_filter()).await,
+            subject_counts(&topo.held, topology::held_filter()).await,
+        ) else {
+            return;
         };
         let mut per_campaign: HashMap<&str, u64> = HashMap::new();
-        for (subject, n) in &counts {
+        for (subject, n) in &outbox {
             if let Some(s) = OutboxSubject::parse(subject) {
+                *per_campaign.entry(s.campaign).or_default() += *n as u64;
+            }
+        }
+        for (subject, n) in &held {
+            if let Some(s) = HeldSubject::parse(subject) {
                 *per_campaign.entry(s.campaign).or_default() += *n as u64;
             }
         }
@@ -411,4 +406,15 @@ impl Hub {
             }
         }
     }
+}
+
+/// Messages per subject of `stream` under `filter`; `None` when the broker cannot say.
+async fn subject_counts(stream: &Stream, filter: String) -> Option<Vec<(String, usize)>> {
+    let counted = match stream.clone().info_with_subjects(filter).await {
+        Ok(s) => s.try_collect().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    counted
+        .map_err(|e| tracing::debug!(error = %e, "cannot count waiting messages"))
+        .ok()
 }

@@ -30,8 +30,14 @@ pub struct CampaignSummary {
     pub deferred: u64,
     pub cancelled: u64,
     pub suppressed: u64,
-    /// Still in MAIL_OUTBOX, by the broker's count.
+    /// Not delivered by the deadline: dead-lettered as `expired`.
+    pub expired: u64,
+    /// Still waiting, in MAIL_OUTBOX or held in MAIL_HELD, by the broker's count.
     pub pending: u64,
+    /// The schedule as pages show it (empty when not set): send-at, deadline, own rate.
+    pub send_at: String,
+    pub deadline: String,
+    pub schedule_rate: String,
     pub settled: u64,
     /// Messages sent per second over the last few seconds.
     pub rate: f64,
@@ -179,13 +185,17 @@ pub(super) fn campaign_summary(
         deferred: p.deferred,
         cancelled: p.cancelled,
         suppressed: p.suppressed,
+        expired: p.expired,
         pending,
+        send_at: r.schedule.send_at_ms.map(format_utc).unwrap_or_default(),
+        deadline: r.schedule.deadline_ms.map(format_utc).unwrap_or_default(),
+        schedule_rate: r.schedule.rate.map(|r| r.to_string()).unwrap_or_default(),
         settled: p.settled(),
         rate: samples.rate(p.sent, now),
         avg_rate,
         pct_sent: pct(p.sent),
         pct_failed: pct(p.failed + p.dead),
-        pct_other: pct(p.cancelled + p.suppressed),
+        pct_other: pct(p.cancelled + p.suppressed + p.expired),
         sample: samples.last(),
         now_ms: now,
     }

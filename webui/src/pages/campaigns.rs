@@ -1,4 +1,5 @@
-//! The campaign list and a campaign's page, with pause, resume and cancel.
+//! The campaign list and a campaign's page, with pause, resume, cancel and (before it
+//! starts) reschedule.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use jetmail_common::records;
 use jetmail_common::topology;
 use minijinja::context;
 
-use crate::auth::{self, CsrfOnly, CurrentSession, Flash};
+use crate::auth::{self, CurrentSession, Flash};
 use crate::ingest::IngestError;
 use crate::pages::error_page;
 use crate::AppState;
@@ -100,14 +101,23 @@ pub async fn detail(
         .into_response()
 }
 
-/// `POST /campaigns/{id}/{pause|resume|cancel}`, through ingest.
+/// A control button's form: the CSRF token, and the new send-at of a reschedule.
+#[derive(Debug, serde::Deserialize)]
+pub struct ControlForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    #[serde(default)]
+    send_at: String,
+}
+
+/// `POST /campaigns/{id}/{pause|resume|cancel|reschedule}`, through ingest.
 pub async fn control(
     State(app): State<AppState>,
     Extension(session): Extension<CurrentSession>,
     Path((id, action)): Path<(String, String)>,
-    Form(form): Form<CsrfOnly>,
+    Form(form): Form<ControlForm>,
 ) -> Response {
-    if !auth::csrf_ok(&session, form.csrf()) {
+    if !auth::csrf_ok(&session, form.csrf.as_deref()) {
         return auth::csrf_refusal(&app, &session);
     }
     let Ok(action) = action.parse::<ControlAction>() else {
@@ -116,7 +126,7 @@ pub async fn control(
             &session,
             StatusCode::NOT_FOUND,
             "No such action",
-            "Campaigns can be paused, resumed or cancelled.",
+            "Campaigns can be paused, resumed, cancelled or rescheduled.",
         );
     };
     if topology::validate_campaign_id(&id).is_err() {
@@ -128,7 +138,11 @@ pub async fn control(
             "That campaign id is not valid.",
         );
     }
-    let flash = match app.ingest.control(&id, action).await {
+    let done = match action {
+        ControlAction::Reschedule => app.ingest.reschedule(&id, &form.send_at).await,
+        _ => app.ingest.control(&id, action).await,
+    };
+    let flash = match done {
         Ok(()) => {
             tracing::info!(campaign = %id, action = action.as_str(), "campaign control");
             Flash::ok(match action {

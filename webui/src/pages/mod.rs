@@ -3,6 +3,7 @@
 
 pub mod campaigns;
 pub mod dead;
+pub mod limits;
 pub mod new_campaign;
 pub mod senders;
 

@@ -1,5 +1,6 @@
 //! The new-campaign form: from, subject, text and HTML templates, recipients as a CSV upload
-//! or pasted addresses; "Preview" renders the message for the first recipient, "Send" submits.
+//! or pasted addresses, and optionally a send-at, a deadline and a rate; "Preview" renders the
+//! message for the first recipient, "Send" submits.
 //! Both go to ingest, which owns validation and publishing; its answers are mapped back onto
 //! the field they concern.
 
@@ -31,6 +32,10 @@ pub struct FormValues {
     pub text: String,
     pub html: String,
     pub recipients_text: String,
+    /// When to start, when to give up, how fast: as typed, checked by ingest.
+    pub send_at: String,
+    pub deadline: String,
+    pub rate: String,
     /// A file uploaded earlier, kept in the session under this token.
     pub upload_token: String,
     pub upload_name: String,
@@ -39,7 +44,8 @@ pub struct FormValues {
     pub submission_key: String,
 }
 
-/// Problems, by field (`from`, `subject`, `text`, `html`, `recipients`, `general`).
+/// Problems, by field (`from`, `subject`, `text`, `html`, `recipients`, `send_at`,
+/// `deadline`, `rate`, `general`).
 pub type FieldErrors = BTreeMap<&'static str, String>;
 
 /// The form field an ingest error names, if the form has it.
@@ -200,6 +206,9 @@ async fn read_form(mut mp: Multipart) -> Result<Received, (StatusCode, String)> 
             "text" => v.text = text,
             "html" => v.html = text,
             "recipients_text" => v.recipients_text = text,
+            "send_at" => v.send_at = text,
+            "deadline" => v.deadline = text,
+            "rate" => v.rate = text,
             "upload_token" => v.upload_token = text,
             "submission_key" => v.submission_key = text,
             _ => {}
@@ -306,6 +315,9 @@ pub async fn submit(
         text: r.values.text.clone(),
         html: r.values.html.clone(),
         recipients,
+        rate: r.values.rate.clone(),
+        send_at: r.values.send_at.clone(),
+        deadline: r.values.deadline.clone(),
     };
 
     if r.action != "send" {
@@ -415,6 +427,9 @@ mod tests {
             (Field::Text, "text"),
             (Field::Html, "html"),
             (Field::Recipients, "recipients"),
+            (Field::Rate, "rate"),
+            (Field::SendAt, "send_at"),
+            (Field::Deadline, "deadline"),
             (Field::CampaignId, "general"),
             (Field::Other, "general"),
         ] {

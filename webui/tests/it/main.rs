@@ -5,3 +5,4 @@
 mod browser;
 mod handlers;
 mod helpers;
+mod limits;
