@@ -369,18 +369,8 @@ pub async fn submit(
             buf.clear();
             serde_json::to_writer(&mut buf, &msg).expect("an outbox message always serialises");
             let mut headers = HeaderMap::new();
-            let token = domain_token(&acc.domain);
-            // MAIL_HELD has its own duplicate window: the id is as stable as the outbox one.
-            let (msg_id, subject) = match &held {
-                Some(scope) => (
-                    topology::held_msg_id(scope, &id, seq, 0),
-                    topology::held_subject(scope, &id, &token),
-                ),
-                None => (
-                    topology::outbox_msg_id(&id, seq, 0),
-                    topology::outbox_subject(&id, &token),
-                ),
-            };
+            let (msg_id, subject) =
+                crate::schedule::destination(held.as_ref(), &id, seq, &domain_token(&acc.domain));
             headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
             (subject, headers, Bytes::copy_from_slice(&buf))
         };

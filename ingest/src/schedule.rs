@@ -6,6 +6,7 @@
 use jetmail_common::api::Field;
 use jetmail_common::limits::{Rate, RateError, Scope};
 use jetmail_common::schedule::{self, ScheduleError};
+use jetmail_common::topology;
 use jetmail_common::wire::{CampaignSchedule, CampaignStatus};
 
 /// The rate, send-at and deadline as typed (empty means absent).
@@ -91,6 +92,27 @@ pub fn reschedule(
 pub fn held_scope(campaign: &str, schedule: &CampaignSchedule, now_ms: u64) -> Option<Scope> {
     (schedule.rate.is_some() || schedule.waiting(now_ms))
         .then(|| Scope::Campaign(campaign.to_string()))
+}
+
+/// The message id and subject of recipient `seq` of `campaign` (domain token `token`):
+/// its held queue when `held`, else the outbox. MAIL_HELD has its own duplicate window, so
+/// the id is as stable as the outbox one: a retried submit publishes nothing twice.
+pub fn destination(
+    held: Option<&Scope>,
+    campaign: &str,
+    seq: u64,
+    token: &str,
+) -> (String, String) {
+    match held {
+        Some(scope) => (
+            topology::held_msg_id(scope, campaign, seq, 0),
+            topology::held_subject(scope, campaign, token),
+        ),
+        None => (
+            topology::outbox_msg_id(campaign, seq, 0),
+            topology::outbox_subject(campaign, token),
+        ),
+    }
 }
 
 /// The status of a campaign whose publishing is complete at `now_ms`.
