@@ -86,13 +86,9 @@ async fn process(ctx: &Ctx, msg: &Message, lane_session: Option<OwnedSemaphorePe
         return poison(ctx, msg, format!("not an outbox subject: {}", msg.subject)).await;
     };
     let key = topology::sent_key(&m.campaign, m.seq);
-    // Only a redelivered, requeued or moved message can have been sent already (a move
-    // whose original was redelivered after a crash): skip the look-up otherwise.
-    let requeued = msg
-        .headers
-        .as_ref()
-        .is_some_and(|h| h.get(REQUEUED_HEADER).is_some());
-    if delivery > 1 || requeued || origin.held.is_some() {
+    // Only a redelivered or moved message can have been sent already (a move whose original
+    // was redelivered after a crash, a hand-back): skip the look-up otherwise.
+    if delivery > 1 || origin.held.is_some() {
         if let Ok(Some(_)) = ctx.topo.sent.get(&key).await {
             tracing::debug!(campaign = %m.campaign, seq = m.seq, "already sent; acking redelivery");
             event(ctx, &m, Outcome::Sent, None).await;
@@ -407,34 +403,35 @@ async fn publish_dead(ctx: &Ctx, id: &str, dl: &DeadLetter) -> bool {
     .await
 }
 
-/// Header marking a message re-published by [`hand_back`]: its delivery count restarted, so
-/// the ledger must be checked even on its first delivery.
-pub const REQUEUED_HEADER: &str = "Jetmail-Requeued";
-
 /// Returns a message untried. A nak costs one delivery, so at the last allowed delivery the
-/// message is re-published (new id, fresh count) and the old one acked instead: waiting for a
-/// paused campaign or an open circuit must never turn a recipient into a dead letter.
+/// message is moved to its campaign's held queue instead (a fresh delivery count; the held
+/// lane pulls it when the campaign can send) and the original acked: waiting for a paused
+/// campaign or an open circuit must never turn a recipient into a dead letter. It is not
+/// re-published to the outbox, which only ingest may write to.
 async fn hand_back(ctx: &Ctx, msg: &Message, delivery: i64, delay: std::time::Duration) {
     if delivery + 1 < ctx.max_deliver {
         return settle(msg, AckKind::Nak(Some(delay))).await;
     }
-    let stream_seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(
-        async_nats::header::NATS_MESSAGE_ID,
-        topology::requeue_msg_id(stream_seq).as_str(),
-    );
-    headers.insert(REQUEUED_HEADER, "1");
-    let published = ctx
-        .topo
-        .js
-        .publish_with_headers(msg.subject.clone(), headers, msg.payload.clone())
-        .await;
-    let confirmed = match published {
-        Ok(ack) => ack.await.is_ok(),
-        Err(_) => false,
+    let moved = match (
+        serde_json::from_slice::<OutboxMessage>(&msg.payload),
+        Origin::of(msg),
+    ) {
+        (Ok(m), Some(origin)) => {
+            let scope = origin
+                .held
+                .clone()
+                .unwrap_or_else(|| Scope::Campaign(m.campaign.clone()));
+            let (stream, stream_seq) = msg
+                .info()
+                .map(|i| (i.stream.to_string(), i.stream_sequence))
+                .unwrap_or_default();
+            hold::requeue(ctx, msg, &m, &origin, &scope, &stream, stream_seq)
+                .await
+                .is_ok()
+        }
+        _ => false,
     };
-    if confirmed {
+    if moved {
         ack_msg(msg).await
     } else {
         settle(msg, AckKind::Nak(Some(delay))).await

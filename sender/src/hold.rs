@@ -141,12 +141,43 @@ pub async fn move_to(
     origin: &Origin,
     scope: &Scope,
 ) -> Result<(), HoldError> {
+    let id = topology::held_msg_id(scope, &m.campaign, m.seq, m.replay);
+    publish_held(ctx, msg, m, origin, scope, &id).await
+}
+
+/// Re-publishes a message handed back at its last delivery to `scope`'s held queue, with an
+/// id of its own (the original's stream and sequence: one re-queue per original), so it
+/// starts again with a fresh delivery count.
+pub async fn requeue(
+    ctx: &Ctx,
+    msg: &Message,
+    m: &OutboxMessage,
+    origin: &Origin,
+    scope: &Scope,
+    stream: &str,
+    stream_seq: u64,
+) -> Result<(), HoldError> {
+    let id = topology::requeue_msg_id(stream, stream_seq);
+    publish_held(ctx, msg, m, origin, scope, &id).await
+}
+
+async fn publish_held(
+    ctx: &Ctx,
+    msg: &Message,
+    m: &OutboxMessage,
+    origin: &Origin,
+    scope: &Scope,
+    msg_id: &str,
+) -> Result<(), HoldError> {
     let mut headers = HeaderMap::new();
-    headers.insert(
-        async_nats::header::NATS_MESSAGE_ID,
-        topology::held_msg_id(scope, &m.campaign, m.seq, m.replay).as_str(),
-    );
-    let passed: Vec<String> = origin.passed.iter().map(Scope::token).collect();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+    // The scope it goes to is not "passed": only the ones it already waited for.
+    let passed: Vec<String> = origin
+        .passed
+        .iter()
+        .filter(|s| *s != scope)
+        .map(Scope::token)
+        .collect();
     if !passed.is_empty() {
         headers.insert(PASSED_HEADER, passed.join(" ").as_str());
     }
@@ -159,6 +190,7 @@ pub async fn move_to(
         .map_err(|e| HoldError(jetmail_common::store::StoreError::from_publish(what, e)))?
         .await
         .map_err(|e| HoldError(jetmail_common::store::StoreError::from_publish(what, e)))?;
+    ctx.throttle.note_held(scope);
     Ok(())
 }
 

@@ -34,6 +34,10 @@ const IDLE_END: Duration = Duration::from_secs(10);
 /// Most messages one lane pull asks for.
 const MAX_BATCH: usize = 64;
 const PULL_EXPIRES: Duration = Duration::from_millis(500);
+/// How often a lane whose held queue is empty looks again. It holds no send slot and takes no
+/// budget meanwhile: an idle lane that did would starve the outbox pull of slots and waste
+/// the budget it took on pulls that bring nothing.
+const EMPTY_POLL: Duration = Duration::from_millis(100);
 
 /// Starts and ends lanes until `shutdown`; lanes share the sender's send `slots`.
 pub async fn run(
@@ -52,6 +56,7 @@ pub async fn run(
         }
         let mut wanted: HashSet<Scope> = ctx.throttle.limited_scopes().into_iter().collect();
         wanted.extend(ctx.campaigns.held_scopes(now_ms()));
+        wanted.extend(ctx.throttle.take_noted());
         if last_subjects_scan.is_none_or(|t| t.elapsed() >= SUBJECTS_SCAN_EVERY) {
             last_subjects_scan = Some(tokio::time::Instant::now());
             wanted.extend(scopes_with_held_messages(&ctx).await);
@@ -152,7 +157,7 @@ async fn lane(
     let mut idle_since = tokio::time::Instant::now();
     tracing::debug!(%scope, "lane started");
     while !shutdown.is_cancelled() {
-        let c = match &consumer {
+        let mut c = match &consumer {
             Some(c) => c.clone(),
             None => match ctx
                 .topo
@@ -184,36 +189,41 @@ async fn lane(
             Gate::Open(r) => r,
             Gate::Free => None,
         };
-        // Free send slots first (shared with the outbox pull), then the budget for as many.
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let mut permits = vec![first];
-        while permits.len() < MAX_BATCH {
-            match slots.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
+        // Only what is waiting: neither a slot nor the budget is taken for an empty queue.
+        let pending = match c.info().await {
+            Ok(info) => info.num_pending as usize,
+            Err(e) => {
+                tracing::warn!(%scope, error = %e, "cannot read a held consumer; re-creating it");
+                consumer = None;
+                if sleep_or_stop(Duration::from_millis(250), shutdown).await {
+                    break;
+                }
+                continue;
             }
+        };
+        if pending == 0 {
+            if gate_kind_free(ctx, scope) && idle_since.elapsed() >= IDLE_END {
+                break;
+            }
+            if sleep_or_stop(EMPTY_POLL, shutdown).await {
+                break;
+            }
+            continue;
         }
+        // In this order, so that nothing is held while waiting for something else: a session
+        // of a capped domain (local, at once), then the budget's first send (a lane waiting
+        // for its rate holds no send slot, which the outbox pull needs), then a free slot, then
+        // as many more slots, sessions and sends as are free and waiting.
         let mut sessions: Vec<Option<OwnedSemaphorePermit>> = Vec::new();
         if let Some(first_session) = ctx.throttle.session(scope) {
             let Ok(p) = first_session else {
                 // This sender's share of the domain's sessions is in use.
-                drop(permits);
                 if sleep_or_stop(Duration::from_millis(20), shutdown).await {
                     break;
                 }
                 continue;
             };
             sessions.push(Some(p));
-            while sessions.len() < permits.len() {
-                match ctx.throttle.session(scope) {
-                    Some(Ok(p)) => sessions.push(Some(p)),
-                    _ => break,
-                }
-            }
-            permits.truncate(sessions.len());
         }
         if let Some(per_second) = rate {
             let rate_now = || match scope {
@@ -223,13 +233,34 @@ async fn lane(
             if !ctx.throttle.take(scope, rate_now, None, shutdown).await {
                 break;
             }
-            let mut granted = 1;
-            while granted < permits.len() {
-                match ctx.throttle.try_take(scope, per_second).await {
-                    Ok(()) => granted += 1,
-                    Err(_) => break,
+        }
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let mut permits = vec![first];
+        while permits.len() < MAX_BATCH.min(pending) {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        if !sessions.is_empty() {
+            while sessions.len() < permits.len() {
+                match ctx.throttle.session(scope) {
+                    Some(Ok(p)) => sessions.push(Some(p)),
+                    _ => break,
                 }
             }
+            permits.truncate(sessions.len());
+        }
+        if let Some(per_second) = rate {
+            // The rest in one take: one round trip for the batch, not one per message.
+            let more = ctx
+                .throttle
+                .try_take_many(scope, per_second, permits.len() as u32 - 1)
+                .await;
+            let granted = 1 + more as usize;
             permits.truncate(granted);
             if !sessions.is_empty() {
                 sessions.truncate(granted);

@@ -90,6 +90,9 @@ pub struct Throttle {
     budgets: Mutex<HashMap<Scope, Arc<Budget>>>,
     sessions: Mutex<HashMap<Scope, Sessions>>,
     live: RwLock<Vec<String>>,
+    /// Scopes this sender just moved a recipient to, for the lanes manager to start their
+    /// lanes at once rather than at its next look at MAIL_HELD's subjects.
+    noted: Mutex<std::collections::HashSet<Scope>>,
 }
 
 impl Throttle {
@@ -102,6 +105,7 @@ impl Throttle {
             budgets: Mutex::default(),
             sessions: Mutex::default(),
             live: RwLock::default(),
+            noted: Mutex::default(),
         }
     }
 
@@ -119,6 +123,16 @@ impl Throttle {
     /// Every scope with a limit (each gets a held lane).
     pub fn limited_scopes(&self) -> Vec<Scope> {
         self.view.read().unwrap().limits.keys().cloned().collect()
+    }
+
+    /// Notes that a recipient was just moved to `scope`'s held queue.
+    pub fn note_held(&self, scope: &Scope) {
+        self.noted.lock().unwrap().insert(scope.clone());
+    }
+
+    /// The scopes noted since the last call.
+    pub fn take_noted(&self) -> Vec<Scope> {
+        self.noted.lock().unwrap().drain().collect()
     }
 
     /// True when a global limit is set.
@@ -170,6 +184,23 @@ impl Throttle {
                 // little and ask again, like a full schedule.
                 tracing::warn!(%scope, error = %e, "cannot take from a shared budget");
                 Err(Duration::from_millis(250))
+            }
+        }
+    }
+
+    /// Up to `want` sends of `scope` at `per_second`, as many as the budget has now (one
+    /// round trip to the broker at most).
+    pub async fn try_take_many(&self, scope: &Scope, per_second: f64, want: u32) -> u32 {
+        if want == 0 {
+            return 0;
+        }
+        let b = self.budget(scope);
+        let mut taker = b.taker.lock().await;
+        match taker.try_acquire_many(&self.store, per_second, want).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(%scope, error = %e, "cannot take from a shared budget");
+                0
             }
         }
     }

@@ -227,10 +227,10 @@ pub fn outbox_msg_id(campaign: &str, seq: u64, replay: u32) -> String {
         format!("{campaign}.{seq}.r{replay}")
     }
 }
-/// `Nats-Msg-Id` of a message a sender re-published to restart its delivery count (outbox
-/// stream sequence of the original: one re-publish per original).
-pub fn requeue_msg_id(stream_seq: u64) -> String {
-    format!("requeue.{stream_seq}")
+/// `Nats-Msg-Id` of a message a sender re-queued to MAIL_HELD to restart its delivery count
+/// (by the original's stream and sequence: one re-queue per original).
+pub fn requeue_msg_id(stream: &str, stream_seq: u64) -> String {
+    format!("requeue.{stream}.{stream_seq}")
 }
 /// Id of an outcome event. Deferrals carry their delivery number: each is its own event.
 pub fn event_msg_id(
@@ -380,7 +380,7 @@ mod tests {
             dead_msg_id("c", 1, 0),
             poison_msg_id(OUTBOX_STREAM, 1),
             poison_msg_id(HELD_STREAM, 1),
-            requeue_msg_id(1),
+            requeue_msg_id(OUTBOX_STREAM, 1),
         ];
         let unique: std::collections::HashSet<_> = ids.iter().collect();
         assert_eq!(unique.len(), ids.len());

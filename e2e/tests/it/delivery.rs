@@ -165,3 +165,55 @@ async fn a_campaign_record_that_cannot_be_read_dead_letters_its_messages() -> an
     );
     Ok(())
 }
+
+/// A campaign paused for longer than its recipients' deliveries last: with one retry in the
+/// policy every recipient reaches its last delivery while paused. Each is moved to the
+/// campaign's held queue (never re-published to the outbox, never dead-lettered), waits there
+/// while the campaign is paused, and is delivered once after the resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_pause_never_turns_recipients_into_dead_letters() -> anyhow::Result<()> {
+    const N: usize = 300;
+    let mut stack =
+        Stack::start_with_policy(0, &policy("200ms", "4s"), &["--send-timeout", "1s"]).await?;
+    let csv = stack.write_csv("p.csv", N)?;
+    stack.submit(&csv, "longpause", &[])?;
+    control(&stack, "pause", "longpause")?;
+    stack.spawn_sender("s1", &[])?;
+    stack.spawn_sender("s2", &[])?;
+    wait_for(
+        "every recipient moved out of the outbox while paused",
+        Duration::from_secs(60),
+        || async { (stack.outbox_len().await == 0).then_some(()) },
+    )
+    .await?;
+    let held = stack.topo.held.clone().info().await?.state.messages;
+    assert_eq!(held, N as u64, "all waiting in MAIL_HELD");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stack.sink.total(), 0, "nothing sent while paused");
+    control(&stack, "resume", "longpause")?;
+    let p = stack
+        .wait_done("longpause", Duration::from_secs(90))
+        .await?;
+    println!(
+        "PAUSE {N} recipients past their last delivery while paused: sent {}, dead {}",
+        p.sent, p.dead
+    );
+    assert_eq!(p.sent, N as u64);
+    assert_eq!(p.dead + p.failed, 0);
+    assert!(stack.dead_letters().await?.is_empty());
+    assert_eq!(stack.sink.distinct(), N);
+    assert_eq!(stack.sink.duplicates(), 0);
+    Ok(())
+}
+
+fn control(stack: &Stack, action: &str, campaign: &str) -> anyhow::Result<()> {
+    let out = std::process::Command::new(jetmail_testkit::bin_path("jetmail-ingest")?)
+        .args(["--nats-url", &stack.nats.url(), "control", action, campaign])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
