@@ -72,7 +72,7 @@
 
   function fillCampaign(root, c) {
     ["subject", "id", "from", "created", "sent", "failed", "dead", "pending", "cancelled",
-      "deferred", "published", "settled"].forEach(function (k) { setField(root, k, c[k]); });
+      "expired", "suppressed", "deferred", "published", "settled"].forEach(function (k) { setField(root, k, c[k]); });
     setField(root, "rate", fmtRate(c.rate));
     setField(root, "avg_rate", fmtRate(c.avg_rate));
     root.querySelectorAll('[data-field="status"]').forEach(function (el) {

@@ -3,7 +3,8 @@
 //! publishing. Requests and answers are the types of [`jetmail_common::api`], the contract
 //! ingest serialises, so the two cannot drift apart. Forms are forwarded as multipart, the way
 //! ingest reads CSV uploads, so line numbers of rejected rows are ingest's own. Sending
-//! limits and rescheduling are in [`limits`].
+//! limits and rescheduling are in [`limits`]; the suppression list and test sends in
+//! [`compliance`].
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use reqwest::{Method, Url};
 
 use crate::WebError;
 
+mod compliance;
 mod limits;
 
 /// How long a quick request (preview, list, control) may take.
@@ -99,6 +101,8 @@ enum Payload {
     /// A body already serialised as JSON.
     Json(Vec<u8>),
     Multipart(Form),
+    /// A body sent as it is, with its media type (a CSV file to import).
+    Raw(&'static str, Bytes),
 }
 
 impl Payload {
@@ -171,6 +175,9 @@ impl IngestClient {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body),
             Payload::Multipart(form) => req.multipart(form),
+            Payload::Raw(content_type, body) => req
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body),
         };
         let transport = |e: reqwest::Error| {
             if e.is_timeout() {

@@ -26,7 +26,8 @@ use jetmail_common::topology::Topology;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Largest new-campaign form accepted (the CSV upload dominates); ingest's own default limit.
+/// Largest form with an upload accepted (a campaign's recipients, a suppression list to
+/// import); ingest's own default limit.
 pub const MAX_FORM_BYTES: usize = 32 * 1024 * 1024;
 /// After SIGTERM, how long requests in flight may take before the server stops anyway.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -146,6 +147,15 @@ pub fn router(state: AppState) -> Router {
         .route("/dead", get(pages::dead::page).post(pages::dead::act))
         .route("/limits", get(pages::limits::page).post(pages::limits::set))
         .route("/limits/remove", post(pages::limits::remove))
+        .route(
+            "/suppressions",
+            get(pages::suppressions::page).post(pages::suppressions::add),
+        )
+        .route("/suppressions/remove", post(pages::suppressions::remove))
+        .route(
+            "/suppressions/import",
+            post(pages::suppressions::import).layer(DefaultBodyLimit::max(MAX_FORM_BYTES)),
+        )
         .route("/events/campaigns", get(live::campaign_events))
         .route("/events/senders", get(live::sender_events))
         .route_layer(middleware::from_fn(auth::require_login));

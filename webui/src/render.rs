@@ -27,6 +27,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("senders.html", include_str!("../templates/senders.html")),
     ("dead.html", include_str!("../templates/dead.html")),
     ("limits.html", include_str!("../templates/limits.html")),
+    (
+        "suppressions.html",
+        include_str!("../templates/suppressions.html"),
+    ),
 ];
 
 const STYLE_CSS: &str = include_str!("../assets/style.css");

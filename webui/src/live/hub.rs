@@ -173,6 +173,10 @@ impl Hub {
                 return;
             }
         };
+        // A test send has a record so that senders can build its mail, but no page lists it.
+        if jetmail_common::compliance::is_test_campaign(&id) {
+            return;
+        }
         let mut st = self.inner.state.lock().unwrap();
         if !is_progress && !put {
             st.campaigns.remove(&id);

@@ -6,6 +6,7 @@ pub mod dead;
 pub mod limits;
 pub mod new_campaign;
 pub mod senders;
+pub mod suppressions;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};

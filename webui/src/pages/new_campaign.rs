@@ -1,25 +1,29 @@
 //! The new-campaign form: from, subject, text and HTML templates, recipients as a CSV upload
 //! or pasted addresses, and optionally a send-at, a deadline and a rate; "Preview" renders the
-//! message for the first recipient, "Send" submits.
-//! Both go to ingest, which owns validation and publishing; its answers are mapped back onto
-//! the field they concern.
+//! message for the first recipient, "Send test" delivers it at once to a few addresses
+//! ([`test_send`]), "Send" submits.
+//! All go to ingest, which owns validation and publishing; its answers are mapped back onto
+//! the field they concern ([`errors`]).
 
-use std::collections::BTreeMap;
+mod errors;
+mod test_send;
 
 use axum::extract::{Multipart, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Extension;
 use bytes::Bytes;
-use jetmail_common::api::{self, ErrorCode, Field, Preview};
+use jetmail_common::api::{self, Preview};
 use jetmail_common::wire::RejectedRow;
 use minijinja::context;
 use serde::Serialize;
 
 use crate::auth::{self, random_token, CurrentSession, Flash, StashedUpload};
-use crate::ingest::{CampaignForm, IngestError};
+use crate::ingest::CampaignForm;
 use crate::pages::error_page;
 use crate::AppState;
+use errors::errors_from_ingest;
+pub use errors::FieldErrors;
 
 /// Rejected rows listed beside the recipients field; the count says how many more there are.
 pub const REJECTED_SHOWN: usize = 50;
@@ -42,79 +46,12 @@ pub struct FormValues {
     pub upload_bytes: usize,
     /// The Idempotency-Key this form submits with.
     pub submission_key: String,
+    /// Where "Send test" sends: up to [`api::TEST_SEND_MAX`] addresses, comma- or
+    /// space-separated.
+    pub test_to: String,
 }
 
-/// Problems, by field (`from`, `subject`, `text`, `html`, `recipients`, `send_at`,
-/// `deadline`, `rate`, `general`).
-pub type FieldErrors = BTreeMap<&'static str, String>;
-
-/// The form field an ingest error names, if the form has it.
-fn form_field(field: Option<Field>) -> Option<&'static str> {
-    match field? {
-        Field::From => Some("from"),
-        Field::Subject => Some("subject"),
-        Field::Text => Some("text"),
-        Field::Html => Some("html"),
-        Field::Recipients => Some("recipients"),
-        Field::Rate => Some("rate"),
-        Field::SendAt => Some("send_at"),
-        Field::Deadline => Some("deadline"),
-        // The form has no campaign id and no limit's parts, and a field a newer ingest names
-        // is not on it.
-        Field::CampaignId
-        | Field::Domains
-        | Field::Concurrency
-        | Field::Cooldown
-        | Field::Scope
-        | Field::Address
-        | Field::Reason
-        | Field::To
-        | Field::Other => None,
-    }
-}
-
-/// Ingest's refusal mapped onto the form by its field and code (never by its wording), with
-/// the status the page is answered with.
-fn errors_from_ingest(e: &IngestError) -> (StatusCode, FieldErrors) {
-    let mut errors = FieldErrors::new();
-    let IngestError::Refused { body, .. } = e else {
-        errors.insert("general", e.to_string());
-        return (StatusCode::BAD_GATEWAY, errors);
-    };
-    if body.error == ErrorCode::TooLarge {
-        errors.insert(
-            "recipients",
-            format!(
-                "the recipients file is larger than ingest accepts ({})",
-                body.detail
-            ),
-        );
-        return (StatusCode::PAYLOAD_TOO_LARGE, errors);
-    }
-    if let Some(field) = form_field(body.field) {
-        errors.insert(field, body.detail.clone());
-        return (StatusCode::UNPROCESSABLE_ENTITY, errors);
-    }
-    if matches!(
-        body.error,
-        ErrorCode::InvalidCampaign
-            | ErrorCode::BadRequest
-            | ErrorCode::BadJson
-            | ErrorCode::Conflict
-    ) {
-        // About what was typed, but no one field of it.
-        errors.insert("general", body.detail.clone());
-        return (StatusCode::UNPROCESSABLE_ENTITY, errors);
-    }
-    // The outbox is full, the broker is away, or ingest failed: nothing the person typed.
-    errors.insert(
-        "general",
-        format!("ingest could not take it: {}", body.detail),
-    );
-    (StatusCode::BAD_GATEWAY, errors)
-}
-
-fn render_form(
+pub(super) fn render_form(
     app: &AppState,
     session: &CurrentSession,
     status: StatusCode,
@@ -211,13 +148,14 @@ async fn read_form(mut mp: Multipart) -> Result<Received, (StatusCode, String)> 
             "rate" => v.rate = text,
             "upload_token" => v.upload_token = text,
             "submission_key" => v.submission_key = text,
+            "test_to" => v.test_to = text,
             _ => {}
         }
     }
     Ok(r)
 }
 
-/// `POST /campaigns/new`: `action=preview` or `action=send`.
+/// `POST /campaigns/new`: `action=preview`, `action=test` or `action=send`.
 pub async fn submit(
     State(app): State<AppState>,
     Extension(session): Extension<CurrentSession>,
@@ -237,6 +175,14 @@ pub async fn submit(
         values.submission_key = random_token(16);
     }
     let mut errors = FieldErrors::new();
+    // A test needs no recipients: they only lend the message their variables.
+    let test_to = (r.action == "test").then(|| match test_send::addresses(&values.test_to) {
+        Ok(to) => to,
+        Err(e) => {
+            errors.insert("test_to", e);
+            Vec::new()
+        }
+    });
 
     // Recipients: a new file, else the file kept from a preview, else the pasted text.
     let pasted = values.recipients_text.trim().to_string();
@@ -281,10 +227,12 @@ pub async fn submit(
             }
             None => {
                 values.upload_token.clear();
-                errors.insert(
-                    "recipients",
-                    "upload a CSV file or paste addresses, one a line".into(),
-                );
+                if test_to.is_none() {
+                    errors.insert(
+                        "recipients",
+                        "upload a CSV file or paste addresses, one a line".into(),
+                    );
+                }
                 None
             }
         },
@@ -298,6 +246,11 @@ pub async fn submit(
     if values.text.trim().is_empty() && values.html.trim().is_empty() {
         errors.insert("text", "a text or an HTML body is required".into());
     }
+    let recipients = match (recipients, &test_to) {
+        (Some(r), _) => Some(r),
+        (None, Some(_)) => Some(Bytes::from_static(test_send::NO_RECIPIENTS)),
+        (None, None) => None,
+    };
     let Some(recipients) = recipients.filter(|_| errors.is_empty()) else {
         return render_form(
             &app,
@@ -319,6 +272,10 @@ pub async fn submit(
         send_at: r.values.send_at.clone(),
         deadline: r.values.deadline.clone(),
     };
+
+    if let Some(to) = test_to {
+        return test_send::send(&app, &session, &r.values, &campaign, &to).await;
+    }
 
     if r.action != "send" {
         return match app.ingest.preview(&campaign).await {
@@ -344,10 +301,10 @@ pub async fn submit(
     match app.ingest.submit(&campaign, &r.values.submission_key).await {
         Ok(s) => {
             app.sessions.clear_upload(&session.id);
-            tracing::info!(campaign = %s.id, published = s.published, rejected = s.rejected_count, "campaign submitted");
+            tracing::info!(campaign = %s.id, published = s.published, rejected = s.rejected_count, suppressed = s.suppressed, "campaign submitted");
             let mut flash = Flash::ok(format!(
-                "Campaign {} submitted: {} recipients published, {} rows rejected, {} duplicates skipped.",
-                s.id, s.published, s.rejected_count, s.duplicates
+                "Campaign {} submitted: {} recipients published, {} rows rejected, {} duplicates skipped, {} suppressed addresses skipped.",
+                s.id, s.published, s.rejected_count, s.duplicates, s.suppressed
             ));
             flash.lines = s
                 .rejected
@@ -387,82 +344,4 @@ pub async fn preview_html(
         ),
     );
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn refused(status: StatusCode, error: ErrorCode, field: Option<Field>) -> IngestError {
-        IngestError::Refused {
-            status,
-            body: api::ErrorBody {
-                error,
-                field,
-                detail: "the detail".into(),
-            },
-        }
-    }
-
-    #[test]
-    fn an_error_about_the_subject_lands_on_the_subject_field() {
-        let e = refused(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::InvalidCampaign,
-            Some(Field::Subject),
-        );
-        let (status, errors) = errors_from_ingest(&e);
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(
-            errors.get("subject").map(String::as_str),
-            Some("the detail")
-        );
-        assert_eq!(errors.len(), 1);
-    }
-
-    #[test]
-    fn errors_land_by_field_and_code_never_by_wording() {
-        for (field, shown) in [
-            (Field::From, "from"),
-            (Field::Text, "text"),
-            (Field::Html, "html"),
-            (Field::Recipients, "recipients"),
-            (Field::Rate, "rate"),
-            (Field::SendAt, "send_at"),
-            (Field::Deadline, "deadline"),
-            (Field::CampaignId, "general"),
-            (Field::Other, "general"),
-        ] {
-            let e = refused(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorCode::InvalidCampaign,
-                Some(field),
-            );
-            assert!(errors_from_ingest(&e).1.contains_key(shown), "{field}");
-        }
-        // A detail that reads like a field prefix does not move the error.
-        let e = IngestError::Refused {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            body: api::ErrorBody {
-                error: ErrorCode::InvalidCampaign,
-                field: None,
-                detail: "subject: syntax error".into(),
-            },
-        };
-        assert!(errors_from_ingest(&e).1.contains_key("general"));
-        let (status, errors) = errors_from_ingest(&refused(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::TooLarge,
-            None,
-        ));
-        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-        assert!(errors.contains_key("recipients"));
-        let (status, errors) = errors_from_ingest(&refused(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::OutboxFull,
-            None,
-        ));
-        assert_eq!(status, StatusCode::BAD_GATEWAY);
-        assert!(errors["general"].contains("the detail"));
-    }
 }
