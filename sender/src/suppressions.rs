@@ -91,6 +91,12 @@ impl Suppressions {
         self.keys.write().unwrap().insert(key);
     }
 
+    /// Adds a key without the broker, for the lookup-cost example only.
+    #[doc(hidden)]
+    pub fn insert_for_bench(&self, key: u128) {
+        self.insert(key)
+    }
+
     /// Follows `mail_suppressions` until `shutdown`, history first; re-creates the watch when
     /// it fails (a broker restart ends it). A re-created watch replays the history, deletes
     /// included, so nothing missed in between is lost.
@@ -99,7 +105,14 @@ impl Suppressions {
             let started = Instant::now();
             // An empty bucket sends no history at all: nothing to wait for.
             let empty = match store.status().await {
-                Ok(s) => s.values() == 0,
+                Ok(s) => {
+                    // Sized once for the whole history: growing by doubling would hold two
+                    // tables at once at every step (measured: peak RSS 100 MiB for 1M).
+                    let mut keys = self.keys.write().unwrap();
+                    let want = (s.values() as usize).saturating_sub(keys.len());
+                    keys.reserve(want);
+                    s.values() == 0
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the suppression bucket; retrying");
                     tokio::select! {
