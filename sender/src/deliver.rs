@@ -88,7 +88,8 @@ async fn process(ctx: &Ctx, msg: &Message, lane_session: Option<OwnedSemaphorePe
     let key = topology::sent_key(&m.campaign, m.seq);
     // Only a redelivered or moved message can have been sent already (a move whose original
     // was redelivered after a crash, a hand-back): skip the look-up otherwise.
-    if delivery > 1 || origin.held.is_some() {
+    // After a broker restart a redelivery can come with a count of 1: `recent` says so.
+    if delivery > 1 || origin.held.is_some() || ctx.recent.suspect() {
         if let Ok(Some(_)) = ctx.topo.sent.get(&key).await {
             tracing::debug!(campaign = %m.campaign, seq = m.seq, "already sent; acking redelivery");
             event(ctx, &m, Outcome::Sent, None).await;
@@ -145,6 +146,8 @@ async fn process(ctx: &Ctx, msg: &Message, lane_session: Option<OwnedSemaphorePe
                 ctx.topo.sent.put(&key, value.clone())
             })
             .await;
+            ctx.recent
+                .record(&m.campaign, m.seq, m.replay, m.published_ms);
             test_crash(ctx, &m.email, CrashPoint::AfterLedger);
             event(ctx, &m, Outcome::Sent, None).await;
             if delivery > 1 {

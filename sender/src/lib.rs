@@ -11,6 +11,7 @@ pub mod heartbeat;
 pub mod hold;
 pub mod lanes;
 pub mod message;
+pub mod recent;
 pub mod smtp;
 pub mod suppressions;
 pub mod throttle;
@@ -92,6 +93,8 @@ pub struct Ctx {
     pub campaigns: Campaigns,
     /// Limits in force and this sender's share of them.
     pub throttle: Arc<throttle::Throttle>,
+    /// What this sender sent lately, for the repair after a broker restart.
+    pub recent: recent::Recent,
     pub relays: Vec<Relay>,
     /// The suppression list, in memory (see [`suppressions`]).
     pub suppressions: Arc<suppressions::Suppressions>,
@@ -221,6 +224,7 @@ pub async fn run(
     })?;
     let ctx = Arc::new(Ctx {
         campaigns: Campaigns::new(topo.campaigns.clone()),
+        recent: recent::Recent::default(),
         throttle: Arc::new(throttle::Throttle::new(
             topo.limits.clone(),
             topo.senders.clone(),
@@ -317,6 +321,10 @@ async fn pull_loop(
     shutdown: &CancellationToken,
 ) {
     let mut failures = 0u32;
+    // Connections made by the client so far: one more means the broker came back (or another
+    // server of the cluster took over), and what it acknowledged just before may be lost.
+    let statistics = client.statistics();
+    let mut connects = statistics.connects.load(Ordering::Relaxed);
     while !shutdown.is_cancelled() {
         if client.connection_state() != async_nats::connection::State::Connected {
             // Start no send whose outcome we could not record.
@@ -325,6 +333,11 @@ async fn pull_loop(
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
             }
+        }
+        let now_connects = statistics.connects.load(Ordering::Relaxed);
+        if now_connects != connects {
+            connects = now_connects;
+            recent::recover(ctx, &slots).await;
         }
         if let Err(wait) = ctx.any_relay_usable() {
             ctx.set_state(SenderState::Blocked);
