@@ -178,6 +178,31 @@ impl Taker {
         self.granted_at = Instant::now();
         Ok(Ok(()))
     }
+
+    /// Up to `want` sends at once, without waiting: the granted ones in hand first, then one
+    /// take for the rest. Returns how many were granted (0 when the schedule is full). For a
+    /// batch, one round trip instead of one per send.
+    pub async fn try_acquire_many(
+        &mut self,
+        store: &kv::Store,
+        per_second: f64,
+        want: u32,
+    ) -> Result<u32, StoreError> {
+        if self.granted_at.elapsed() >= HOLD {
+            self.tokens = 0;
+        }
+        let in_hand = self.tokens.min(want);
+        self.tokens -= in_hand;
+        if in_hand == want || Instant::now() < self.not_before {
+            return Ok(in_hand);
+        }
+        let slice = ((per_second * HOLD.as_secs_f64()).floor() as u32).max(1);
+        let g = take(store, &self.scope, (want - in_hand).min(slice), per_second).await?;
+        if g.granted == 0 {
+            self.not_before = Instant::now() + g.retry_after;
+        }
+        Ok(in_hand + g.granted)
+    }
 }
 
 #[cfg(test)]

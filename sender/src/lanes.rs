@@ -210,10 +210,12 @@ async fn lane(
             }
             continue;
         }
-        // In this order, so that nothing is held while waiting for something else: a session
-        // of a capped domain (local, at once), then the budget's first send (a lane waiting
-        // for its rate holds no send slot, which the outbox pull needs), then a free slot, then
-        // as many more slots, sessions and sends as are free and waiting.
+        // In this order: a session of a capped domain (local, at once); one send slot, waited
+        // for in the semaphore's queue; the budget's first send, holding that one slot only;
+        // then as many more slots, sessions and sends as are free and waiting. Waiting for the
+        // budget without a slot in hand does not work: the outbox pull takes every free slot
+        // for its long poll, so a lane that is not queued for one when slots come free gets
+        // none for up to that poll's length (measured: a 25/s domain held at 13-16/s).
         let mut sessions: Vec<Option<OwnedSemaphorePermit>> = Vec::new();
         if let Some(first_session) = ctx.throttle.session(scope) {
             let Ok(p) = first_session else {
@@ -225,6 +227,10 @@ async fn lane(
             };
             sessions.push(Some(p));
         }
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
         if let Some(per_second) = rate {
             let rate_now = || match scope {
                 Scope::Campaign(_) => Some(per_second),
@@ -234,10 +240,6 @@ async fn lane(
                 break;
             }
         }
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
         let mut permits = vec![first];
         while permits.len() < MAX_BATCH.min(pending) {
             match slots.clone().try_acquire_owned() {

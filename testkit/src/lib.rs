@@ -15,7 +15,7 @@ pub use nats::NatsServer;
 pub use process::{bin_path, Service};
 pub use smtp::{Faults, SmtpSink};
 pub use stack::{apply_senders_policy, policy, Stack};
-pub use throttle::{rate_between, RateReport};
+pub use throttle::{per_second, rate_between, RateReport};
 
 /// A free TCP port on 127.0.0.1 (bound, then released: good enough for one test run).
 pub fn free_port() -> u16 {

@@ -68,6 +68,20 @@ pub fn rate_between(times: &[Instant], from: Instant, to: Instant) -> RateReport
     }
 }
 
+/// Arrivals in each whole second from `from` (the last one may be partial): what a failed
+/// rate assertion prints, to show where a stall or a burst was.
+pub fn per_second(times: &[Instant], from: Instant) -> Vec<usize> {
+    let mut out = Vec::new();
+    for t in times.iter().filter(|t| **t >= from) {
+        let i = (*t - from).as_secs() as usize;
+        if out.len() <= i {
+            out.resize(i + 1, 0);
+        }
+        out[i] += 1;
+    }
+    out
+}
+
 impl Stack {
     /// Stores `limit.<scope>` in `mail_limits` as `jetmail-ingest limits set` does: `domains`
     /// empty for the global limit; `cooldown` of a 421 back-off (default one minute).

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use jetmail_common::wire::SenderState;
-use jetmail_testkit::{policy, rate_between, wait_for, RateReport, Stack};
+use jetmail_testkit::{per_second, policy, rate_between, wait_for, RateReport, Stack};
 
 /// The first seconds of a limited campaign are not judged: senders start, the held lanes
 /// appear, the first slices are taken.
@@ -152,6 +152,7 @@ async fn a_throttled_domain_never_blocks_the_others() -> anyhow::Result<()> {
 
     let times = stack.arrival_times("@slow.example.net");
     let r = rate_between(&times, times[0] + SETTLE, *times.last().unwrap());
+    println!("  per second: {:?}", per_second(&times, times[0]));
     println!(
         "THROTTLE no head-of-line blocking: 2000 unlimited delivered {:.2}s after submit \
          (throttled ones by then: {slow_by_then}); 25/s domain: {r}",
