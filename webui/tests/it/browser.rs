@@ -431,10 +431,14 @@ async fn a_campaign_from_the_browser_end_to_end() {
     );
     screenshot(c, &shots, "senders.png").await;
 
-    // Some recipients fail permanently; one is replayed from the dead-letter page.
+    // Some recipients fail permanently; one is replayed from the dead-letter page. A policy
+    // refusal (5.7.1), which the relay can lift: a vanished mailbox (5.1.1) would put the
+    // address on the suppression list, and a replay to it would rightly be suppressed.
+    const POLICY_REFUSAL: &str = "550 5.7.1 refused by policy";
     sink.set_faults(|f| {
-        f.reject.insert("bounce1@example.com".into());
-        f.reject.insert("bounce2@example.com".into());
+        for a in ["bounce1@example.com", "bounce2@example.com"] {
+            f.reject_with.insert(a.into(), POLICY_REFUSAL.into());
+        }
     });
     c.goto(&format!("{base}/campaigns/new")).await.unwrap();
     fill(c, "#from", "news@example.com").await;
@@ -494,7 +498,7 @@ async fn a_campaign_from_the_browser_end_to_end() {
     screenshot(c, &shots, "dead-letters.png").await;
     let seq = row1.attr("data-seq").await.unwrap().unwrap();
     sink.set_faults(|f| {
-        f.reject.remove("bounce1@example.com");
+        f.reject_with.remove("bounce1@example.com");
     });
     click(c, &format!("{bounce1} button[data-replay=\"{seq}\"]")).await;
     wait_text(
