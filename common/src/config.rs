@@ -1,56 +1,14 @@
-//! Command-line pieces every service shares: the NATS connection and duration parsing.
+//! Command-line pieces every service shares: the NATS connection ([`NatsArgs`], in `nats`)
+//! and duration parsing.
 
 use std::time::Duration;
 
-use async_nats::{jetstream, Client, ConnectOptions};
+use async_nats::{jetstream, Client};
 
-/// How to reach NATS. Flattened into every binary's arguments.
-#[derive(Debug, Clone, clap::Args)]
-pub struct NatsArgs {
-    /// NATS server URL(s), comma-separated for a cluster; `nats://user:pass@host:4222` for auth.
-    #[arg(
-        long,
-        global = true,
-        env = "JETMAIL_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("cannot connect to NATS at {url}: {source}")]
-    Connect {
-        url: String,
-        source: async_nats::ConnectError,
-    },
-}
-
-impl NatsArgs {
-    /// Connects with unlimited reconnects: a broker restart is waited out, never fatal.
-    /// `name` shows up in the server's connection list.
-    pub async fn connect(&self, name: &str) -> Result<Client, ConnectError> {
-        let opts = ConnectOptions::new()
-            .name(name)
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connection_timeout(Duration::from_secs(5))
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
-                    async_nats::Event::Connected => tracing::info!("NATS connected"),
-                    other => tracing::debug!(event = %other, "NATS event"),
-                }
-            });
-        let urls: Vec<&str> = self.nats_url.split(',').map(str::trim).collect();
-        opts.connect(urls.as_slice())
-            .await
-            .map_err(|source| ConnectError::Connect {
-                url: self.nats_url.clone(),
-                source,
-            })
-    }
-}
+mod nats;
+pub use nats::{
+    redact_urls, ConnectError, Credentials, NatsArgs, NatsConfigError, NatsTarget, Secret,
+};
 
 /// Why a service could not start talking to the broker.
 #[derive(Debug, thiserror::Error)]
