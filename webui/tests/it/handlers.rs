@@ -61,6 +61,7 @@ async fn pages_need_a_login() {
         "/campaigns/new",
         "/senders",
         "/dead",
+        "/suppressions",
         "/campaigns/x1",
     ] {
         let a = c.get(path).await;
@@ -165,7 +166,14 @@ async fn every_page_renders_and_every_form_carries_a_csrf_token() {
     let login = c.get("/login").await;
     assert!(!login.body.contains("Authentication is disabled"));
     c.login().await;
-    for path in ["/campaigns", "/campaigns/new", "/senders", "/dead"] {
+    for path in [
+        "/campaigns",
+        "/campaigns/new",
+        "/senders",
+        "/dead",
+        "/limits",
+        "/suppressions",
+    ] {
         let a = c.get(path).await;
         assert_eq!(a.status, StatusCode::OK, "{path}");
         let csp = a.headers.get(header::CONTENT_SECURITY_POLICY).unwrap();
@@ -183,7 +191,14 @@ async fn every_page_renders_and_every_form_carries_a_csrf_token() {
 async fn insecure_mode_needs_no_login_and_says_so_on_every_page() {
     let app = spawn_app(Access::Open).await;
     let mut c = Client::new(&app);
-    for path in ["/campaigns", "/campaigns/new", "/senders", "/dead"] {
+    for path in [
+        "/campaigns",
+        "/campaigns/new",
+        "/senders",
+        "/dead",
+        "/limits",
+        "/suppressions",
+    ] {
         let a = c.get(path).await;
         assert_eq!(a.status, StatusCode::OK, "{path}");
         assert!(a.body.contains("Authentication is disabled"), "{path}");
