@@ -2,6 +2,7 @@
 //! publishes one message per recipient to MAIL_OUTBOX. Ingest never talks SMTP.
 
 pub mod bounces;
+pub mod bounded;
 pub mod citizen;
 pub mod cli;
 pub mod control;
@@ -12,6 +13,7 @@ pub mod http;
 pub mod limits;
 pub mod publish;
 pub mod recipients;
+pub mod rejected;
 pub mod schedule;
 pub mod suppressions;
 pub mod test_send;

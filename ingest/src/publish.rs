@@ -21,7 +21,6 @@ use jetmail_common::template::{CampaignTemplates, TemplateError};
 use jetmail_common::topology::{self, Topology};
 use jetmail_common::wire::{
     CampaignRecord, CampaignSchedule, CampaignSpec, CampaignStatus, OutboxMessage, PublishProgress,
-    RejectedRow,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -34,7 +33,7 @@ pub const PUBLISH_WINDOW: usize = 4096;
 /// Passed to the context; must stay above [`PUBLISH_WINDOW`].
 pub const PUBLISH_MAX_ACK_INFLIGHT: usize = 8192;
 /// Rejected rows kept in the campaign record and in answers (all are counted).
-pub const REJECTED_SAMPLE: usize = 1000;
+pub const REJECTED_SAMPLE: usize = crate::rejected::MAX_ROWS;
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// Why a submit failed. The HTTP API answers each with its [`jetmail_common::api::ErrorCode`]; the CLI prints it.
@@ -215,7 +214,15 @@ enum Opened {
 /// left. Called at the first valid recipient, never before, so that a request without any
 /// creates nothing and has nothing to clean up: in particular it can never remove the record
 /// of a live campaign whose earlier submit is still incomplete.
-async fn open_record(topo: &Topology, sub: &Submission, id: &str) -> Result<Opened, SubmitError> {
+/// The templates are rendered first, for this first recipient: one that cannot render is
+/// refused before anything is stored.
+async fn open_record(
+    topo: &Topology,
+    sub: &Submission,
+    id: &str,
+    first: &crate::recipients::Accepted,
+) -> Result<Opened, SubmitError> {
+    crate::bounded::render_once(&sub.spec, &first.email, &first.vars).await?;
     let fresh = CampaignRecord {
         v: jetmail_common::wire::WIRE_VERSION,
         id: id.to_string(),
@@ -267,7 +274,7 @@ async fn open_record(topo: &Topology, sub: &Submission, id: &str) -> Result<Open
 /// Rows that were not published, as the report tells them.
 #[derive(Default)]
 struct Tally {
-    rejected: Vec<RejectedRow>,
+    rejected: crate::rejected::RejectedSample,
     rejected_count: u64,
     duplicates: u64,
     suppressed: u64,
@@ -320,9 +327,7 @@ pub async fn submit(
             Row::Accepted(a) => a,
             Row::Rejected(r) => {
                 tally.rejected_count += 1;
-                if tally.rejected.len() < REJECTED_SAMPLE {
-                    tally.rejected.push(r);
-                }
+                tally.rejected.push(r);
                 continue;
             }
             Row::Duplicate { .. } => {
@@ -332,7 +337,7 @@ pub async fn submit(
         };
         let after = match resume_after {
             Some(n) => n,
-            None => match open_record(topo, &sub, &id).await? {
+            None => match open_record(topo, &sub, &id, &acc).await? {
                 Opened::Complete(report) => return Ok(report),
                 Opened::ResumeAfter(n, schedule) => {
                     window.through = n;
@@ -438,7 +443,7 @@ pub async fn submit(
         rejected: tally.rejected_count,
         duplicates: tally.duplicates,
         suppressed: tally.suppressed,
-        rejected_sample: tally.rejected,
+        rejected_sample: tally.rejected.into_rows(),
     };
     let rec = checkpoint(topo, &id, window.through, Some(done))
         .await

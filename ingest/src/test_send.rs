@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use jetmail_common::address::parse_recipient;
 use jetmail_common::api::{Field, TestSendReport, TEST_SEND_MAX};
-use jetmail_common::template::CampaignTemplates;
 use jetmail_common::topology::Topology;
 use jetmail_common::wire::{CampaignSpec, Vars};
 use tokio::sync::mpsc;
@@ -57,9 +56,7 @@ pub async fn send(
     drop(rows);
     let vars: Vars = first.as_ref().map(|a| a.vars.clone()).unwrap_or_default();
     // A template that cannot render for these variables is refused now, not at the sender.
-    CampaignTemplates::compile(&spec)
-        .and_then(|t| t.render(&to[0], &vars))
-        .map_err(publish::template_error)?;
+    crate::bounded::render_once(&spec, &to[0], &vars).await?;
     let (tx, out) = mpsc::channel(TEST_SEND_MAX);
     for (i, a) in to.iter().enumerate() {
         let r = parse_recipient(a).map_err(|e| SubmitError::invalid(Field::To, e))?;

@@ -1,12 +1,13 @@
 //! One recipient's mail as it goes on the wire: the rendered MIME message with its
 //! one-click unsubscribe headers (RFC 2369, RFC 8058), DKIM-signed ([`crate::dkim`]) off the
 //! runtime thread, and its envelope, whose sender is a per-recipient VERP address when
-//! `--bounce-domain` is set (the From header stays the campaign's).
+//! `--bounce-domain` is set (the From header stays the campaign's). Templates render on the
+//! blocking pool, within the limits of [`jetmail_common::template`].
 
 use std::sync::Arc;
 
 use jetmail_common::compliance::verp_address;
-use jetmail_common::template::{Rendered, TemplateError};
+use jetmail_common::template::{render_shared, Rendered, TemplateError};
 use jetmail_common::wire::{OutboxMessage, UnsubscribeLinks};
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 
@@ -75,12 +76,14 @@ pub async fn prepare(
     m: &OutboxMessage,
 ) -> Result<Built, BuildError> {
     let links = unsubscribe_links(campaign.record.unsubscribe.as_ref(), m)?;
-    let templates = campaign.templates.as_ref().as_ref().map_err(Clone::clone)?;
-    let rendered = templates.render_with_unsubscribe(
-        &m.email,
-        &m.vars,
-        links.as_ref().map(|l| l.url.as_str()),
-    )?;
+    // On the blocking pool, bounded by fuel, size and a timeout: never on this thread.
+    let rendered = render_shared(
+        campaign.templates.clone(),
+        m.email.clone(),
+        m.vars.clone(),
+        links.as_ref().map(|l| l.url.clone()),
+    )
+    .await?;
     let from = campaign.from.clone().map_err(BuildError::From)?;
     let from_domain = from.email.domain().to_string();
     let mut built = build_message(from, m, rendered, links.as_ref())?;

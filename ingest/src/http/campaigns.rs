@@ -13,7 +13,6 @@ use jetmail_common::api::{
     route, CampaignList, CampaignRequest, CampaignView, ErrorCode, Field, Preview,
     IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER,
 };
-use jetmail_common::template::CampaignTemplates;
 use jetmail_common::wire::{CampaignSchedule, CampaignSpec};
 use tokio::sync::mpsc;
 
@@ -243,20 +242,19 @@ async fn preview(
     req: Request,
 ) -> Result<Json<Preview>, ApiError> {
     let CampaignParts { spec, mut rows, .. } = read_campaign(&state, &headers, req).await?;
-    let mut rejected = Vec::new();
+    let mut rejected = crate::rejected::RejectedSample::default();
     let mut first = None;
     while let Some(row) = rows.recv().await {
         match row {
             Row::Accepted(a) if first.is_none() => first = Some(a),
-            Row::Rejected(r) if rejected.len() < publish::REJECTED_SAMPLE => rejected.push(r),
+            Row::Rejected(r) => rejected.push(r),
             _ => {}
         }
     }
     let first =
         first.ok_or_else(|| ApiError::invalid(Some(Field::Recipients), "no valid recipients"))?;
-    let rendered = CampaignTemplates::compile(&spec)
-        .and_then(|t| t.render(&first.email, &first.vars))
-        .map_err(publish::template_error)?;
+    let rendered = crate::bounded::render_once(&spec, &first.email, &first.vars).await?;
+    let rejected = rejected.into_rows();
     Ok(Json(Preview {
         recipient: first.email,
         subject: rendered.subject,

@@ -3,6 +3,7 @@
 //! idempotent submits, and the topology commands.
 
 mod api;
+mod bounded;
 mod compliance;
 mod csv_rows;
 mod limits;
