@@ -1,13 +1,15 @@
 //! jetmail monitor: the senders' heartbeats into the `mail_senders` health map, delivery
 //! events into campaign progress, and dead letters for messages whose sender died on every
 //! delivery (from the max-deliveries advisory, and a periodic sweep for advisories it missed),
-//! and scheduled campaigns flipped to running once their send-at passes.
+//! and scheduled campaigns flipped to running once their send-at passes; finished campaigns
+//! are deleted after `--retain-finished` ([`retention`]).
 //! The monitor never sends mail and never acks an outbox message: it settles one only by
 //! deleting it after MaxDeliver, once its dead letter (or sent event) is written.
 
 pub mod advisory;
 pub mod health;
 pub mod progress;
+pub mod retention;
 pub mod schedule;
 pub mod sweep;
 
@@ -56,13 +58,19 @@ pub struct MonitorConfig {
     pub sweep_every: Duration,
     /// On shutdown, how long the parts get to finish (the last progress flush above all).
     pub shutdown_timeout: Duration,
+    /// How long a done or cancelled campaign's record is kept ([`retention`]); zero: forever.
+    pub retain_finished: Duration,
 }
+
+/// `--retain-finished` by default: 30 days.
+pub const RETAIN_FINISHED: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl Default for MonitorConfig {
     fn default() -> Self {
         Self {
             sweep_every: sweep::SWEEP_EVERY,
             shutdown_timeout: Duration::from_secs(10),
+            retain_finished: RETAIN_FINISHED,
         }
     }
 }
@@ -131,6 +139,11 @@ pub async fn run(
     let (t, s) = (topo.clone(), shutdown.clone());
     spawn_part(&tracker, &shutdown, &failure, async move {
         schedule::run(t, s).await;
+        Ok::<_, MonitorError>(())
+    });
+    let (t, s) = (topo.clone(), shutdown.clone());
+    spawn_part(&tracker, &shutdown, &failure, async move {
+        retention::run(t, cfg.retain_finished, s).await;
         Ok::<_, MonitorError>(())
     });
     let s = shutdown.clone();

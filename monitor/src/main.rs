@@ -23,6 +23,10 @@ struct Args {
     /// On SIGTERM, how long to wait for the last progress flush.
     #[arg(long, env = "JETMAIL_MONITOR_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
+    /// How long a done or cancelled campaign (its record and progress) is kept; `0s` keeps
+    /// them forever.
+    #[arg(long, env = "JETMAIL_RETAIN_FINISHED", default_value = "30d", value_parser = parse_duration)]
+    retain_finished: Duration,
 }
 
 #[tokio::main]
@@ -37,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
     let cfg = MonitorConfig {
         sweep_every: args.sweep_every,
         shutdown_timeout: args.shutdown_timeout,
+        retain_finished: args.retain_finished,
     };
     jetmail_monitor::run(cfg, client, topo, listener, shutdown).await?;
     Ok(())

@@ -1,6 +1,7 @@
 //! The monitor's parts in-process against a real nats-server, with the senders played by this
 //! test (a pull that never acks is a sender that died), so every delivery count is exact.
 
+mod retention;
 mod schedule;
 
 use std::time::Duration;
