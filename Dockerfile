@@ -1,4 +1,5 @@
-# Builds every jetmail binary once; compose.yaml runs each service from this image.
+# Builds every jetmail binary once; compose.yaml runs each service from this image (curl is
+# for its health checks).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
@@ -10,7 +11,7 @@ RUN cargo build --release --workspace --bins \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 jetmail
 COPY --from=build /out/ /usr/local/bin/

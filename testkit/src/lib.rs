@@ -3,6 +3,7 @@
 //! counts what it receives, and real service processes that are killed when dropped, so a
 //! failing test leaves nothing running.
 
+pub mod access;
 pub mod nats;
 pub mod process;
 pub mod smtp;
@@ -11,6 +12,7 @@ pub mod throttle;
 
 use std::time::{Duration, Instant};
 
+pub use access::{NatsAccess, NATS_USERS};
 pub use nats::NatsServer;
 pub use process::{bin_path, Service};
 pub use smtp::{Faults, SmtpSink};

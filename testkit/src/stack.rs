@@ -44,7 +44,26 @@ impl Stack {
         policy: &SendersPolicy,
         sender_args: &[&str],
     ) -> anyhow::Result<Self> {
-        let nats = NatsServer::start().await?;
+        Self::start_on(NatsServer::start().await?, senders, policy, sender_args).await
+    }
+
+    /// Like [`Stack::start`], on the shipped `nats.conf` with its users (and TLS when `access`
+    /// has certificates): every service runs as its own user.
+    pub async fn start_secure(
+        access: crate::NatsAccess,
+        senders: usize,
+        sender_args: &[&str],
+    ) -> anyhow::Result<Self> {
+        let nats = NatsServer::start_secure(access).await?;
+        Self::start_on(nats, senders, &SendersPolicy::default(), sender_args).await
+    }
+
+    async fn start_on(
+        nats: NatsServer,
+        senders: usize,
+        policy: &SendersPolicy,
+        sender_args: &[&str],
+    ) -> anyhow::Result<Self> {
         let sink = SmtpSink::start().await?;
         let client = nats.client().await?;
         let topo = apply_senders_policy(&client, policy).await?;
@@ -74,17 +93,21 @@ impl Stack {
     }
 
     pub fn start_monitor(&mut self) -> anyhow::Result<()> {
-        let args = vec![
-            "--nats-url".into(),
-            self.nats.url(),
+        self.start_monitor_with(&[])
+    }
+
+    /// Starts the monitor with extra environment variables.
+    pub fn start_monitor_with(&mut self, envs: &[(&str, &str)]) -> anyhow::Result<()> {
+        let mut args = self.nats.service_args("monitor");
+        args.extend([
             "--listen".into(),
             format!("127.0.0.1:{}", self.monitor_port),
-        ];
+        ]);
         self.monitor = Some(Service::spawn(
             "monitor",
             "jetmail-monitor",
             &args,
-            &[],
+            envs,
             self.dir.path(),
         )?);
         Ok(())
@@ -103,16 +126,15 @@ impl Stack {
         extra: &[&str],
         envs: &[(&str, &str)],
     ) -> anyhow::Result<()> {
-        let mut args = vec![
-            "--nats-url".into(),
-            self.nats.url(),
+        let mut args = self.nats.service_args("sender");
+        args.extend([
             "--smtp-url".into(),
             smtp_url.to_string(),
             "--id".into(),
             id.to_string(),
             "--heartbeat-interval".into(),
             "500ms".into(),
-        ];
+        ]);
         args.extend(self.sender_args.iter().cloned());
         args.extend(extra.iter().map(|s| s.to_string()));
         let s = Service::spawn(id, "jetmail-sender", &args, envs, self.dir.path())?;
@@ -163,13 +185,8 @@ impl Stack {
         let text = self.dir.path().join("body.txt");
         std::fs::write(&text, "Hello {{ name }}, this mail is for {{ email }}.\n")?;
         let out = std::process::Command::new(crate::bin_path("jetmail-ingest")?)
-            .args([
-                "--nats-url",
-                &self.nats.url(),
-                "submit",
-                "--from",
-                "News <news@example.com>",
-            ])
+            .args(self.nats.service_args("ingest"))
+            .args(["submit", "--from", "News <news@example.com>"])
             .args(["--subject", "Hi {{ name }}", "--text"])
             .arg(&text)
             .arg("--recipients")

@@ -4,6 +4,7 @@
 //! `bash scripts/test.sh`) does it; for `cargo test -p jetmail-e2e`, run
 //! `cargo build --workspace --bins` before.
 
+mod access;
 mod bounded;
 mod compliance;
 mod compliance_sender;
