@@ -317,6 +317,11 @@ impl NatsTarget {
                         async_nats::Event::ServerError(e) => {
                             tracing::error!(error = %e, "NATS server error")
                         }
+                        // A reconnect refused (a password rotated on the server first) shows
+                        // up here, once per attempt.
+                        async_nats::Event::ClientError(e) => {
+                            tracing::warn!(error = %e, "NATS client error")
+                        }
                         other => tracing::debug!(event = %other, "NATS event"),
                     }
                 });
