@@ -115,6 +115,13 @@ pub enum ErrorCode {
     InvalidReport,
     /// The unsubscribe link was not made by us or was altered: nothing changed.
     InvalidToken,
+    /// No API token, or one ingest does not know (`Authorization: Bearer …`): nothing changed.
+    Unauthorized,
+    /// The API token is valid but lacks the scope the route needs: nothing changed.
+    Forbidden,
+    /// The request took longer than its route allows (a body sent too slowly, or a quick
+    /// route that could not finish): nothing is known to have changed; retry.
+    Timeout,
     /// No such campaign, action or route.
     NotFound,
     /// The request contradicts the current state (a campaign id reused with other content,
@@ -147,6 +154,9 @@ impl ErrorCode {
             | ErrorCode::InvalidAddress
             | ErrorCode::InvalidReport => 422,
             ErrorCode::InvalidToken => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::Timeout => 408,
             ErrorCode::OutboxFull | ErrorCode::Broker => 503,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
         }
@@ -163,6 +173,9 @@ impl ErrorCode {
             ErrorCode::InvalidAddress => "invalid_address",
             ErrorCode::InvalidReport => "invalid_report",
             ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Timeout => "timeout",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
             ErrorCode::OutboxFull => "outbox_full",

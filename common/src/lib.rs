@@ -3,13 +3,14 @@
 //! types that cross process boundaries ([`wire`] between services over NATS, [`api`] over
 //! ingest's HTTP API), storage errors ([`store`]), campaign records ([`records`]) and outcome
 //! writes ([`outcomes`]), campaign templates ([`template`]), address handling ([`address`]),
-//! command-line pieces ([`config`]), shutdown ([`shutdown`]) and logging ([`telemetry`]).
+//! command-line pieces ([`config`]), the hardened HTTP server ([`http_server`]), shutdown ([`shutdown`]) and logging ([`telemetry`]).
 
 pub mod address;
 pub mod api;
 pub mod budget;
 pub mod compliance;
 pub mod config;
+pub mod http_server;
 pub mod limits;
 pub mod outcomes;
 pub mod records;

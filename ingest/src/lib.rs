@@ -1,6 +1,7 @@
 //! jetmail ingest: takes a campaign from a CSV file (`submit`) or over HTTP (`serve`) and
 //! publishes one message per recipient to MAIL_OUTBOX. Ingest never talks SMTP.
 
+pub mod api_tokens;
 pub mod bounces;
 pub mod bounded;
 pub mod citizen;
@@ -9,6 +10,7 @@ pub mod control;
 pub mod dead;
 pub mod dedup;
 pub mod feed;
+pub mod from_domains;
 pub mod http;
 pub mod limits;
 pub mod publish;

@@ -27,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         jetmail_common::telemetry::init_tracing_with_default("warn");
     }
+    args.command.preflight()?;
     let (client, topo) = args
         .nats
         .connect_topology("jetmail-ingest", PUBLISH_MAX_ACK_INFLIGHT)

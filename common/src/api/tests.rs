@@ -30,10 +30,20 @@ fn error_bodies_round_trip_and_unknown_codes_are_tolerated() {
         ErrorCode::OutboxFull,
         ErrorCode::Broker,
         ErrorCode::Internal,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::Timeout,
     ] {
         let s = serde_json::to_string(&code).unwrap();
         assert_eq!(s.trim_matches('"'), code.as_str());
     }
+}
+
+#[test]
+fn credential_codes_answer_401_and_403() {
+    assert_eq!(ErrorCode::Unauthorized.http_status(), 401);
+    assert_eq!(ErrorCode::Forbidden.http_status(), 403);
+    assert_eq!(ErrorCode::Timeout.http_status(), 408);
 }
 
 #[test]

@@ -106,6 +106,8 @@ async fn a_second_campaign_skips_exactly_the_unsubscribed_and_bounced() -> anyho
         "serve",
         "--listen",
         &format!("127.0.0.1:{port}"),
+        // Not about the API's tokens (ingest's http_access tests are).
+        "--insecure-no-auth",
     ]
     .iter()
     .chain(link_args.iter())

@@ -4,19 +4,17 @@
 
 pub mod bounces;
 pub mod limits;
+pub mod serve;
 pub mod submit;
 pub mod suppress;
 pub mod test_send;
+pub use serve::ServeArgs;
 pub mod topology;
-
-use std::time::Duration;
 
 use anyhow::Context;
 use jetmail_common::api::{ControlAction, DeadFilter};
-use jetmail_common::config::parse_duration;
 use jetmail_common::topology::Topology;
 
-use crate::http::{ServeConfig, DEFAULT_MAX_BODY};
 use crate::{control, dead, view};
 
 #[derive(Debug, clap::Subcommand)]
@@ -60,21 +58,14 @@ impl Command {
     pub fn is_service(&self) -> bool {
         matches!(self, Command::Serve(_))
     }
-}
 
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {
-    #[arg(long, env = "JETMAIL_INGEST_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: std::net::SocketAddr,
-    /// Largest request body accepted, in bytes (413 above it).
-    #[arg(long, env = "JETMAIL_INGEST_MAX_BODY", default_value_t = DEFAULT_MAX_BODY)]
-    pub max_body: usize,
-    /// On SIGTERM, how long requests in flight may take to finish before they are dropped
-    /// (a submit cut short resumes when the client submits again).
-    #[arg(long, env = "JETMAIL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub shutdown_timeout: Duration,
-    #[command(flatten)]
-    pub unsubscribe: crate::unsubscribe::UnsubscribeArgs,
+    /// Checks what needs no broker (a service's flags and files), before connecting.
+    pub fn preflight(&self) -> anyhow::Result<()> {
+        match self {
+            Command::Serve(a) => serve::preflight(a),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -105,7 +96,7 @@ pub struct DeadArgs {
 pub async fn run(topo: Topology, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Submit(a) => submit::run(&topo, a).await.map(|_| ()),
-        Command::Serve(a) => serve(topo, a).await,
+        Command::Serve(a) => serve::run(topo, a).await,
         Command::Control {
             action,
             campaign,
@@ -141,20 +132,6 @@ pub async fn run(topo: Topology, command: Command) -> anyhow::Result<()> {
         Command::TestSend(a) => test_send::run(&topo, a).await,
         Command::Topology(c) => topology::run(&topo, c).await,
     }
-}
-
-async fn serve(topo: Topology, a: ServeArgs) -> anyhow::Result<()> {
-    let shutdown = jetmail_common::shutdown::shutdown_token();
-    let listener = tokio::net::TcpListener::bind(a.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", a.listen))?;
-    let config = ServeConfig {
-        max_body: a.max_body,
-        shutdown_timeout: a.shutdown_timeout,
-        unsubscribe: a.unsubscribe.load()?,
-    };
-    crate::http::serve(topo, listener, &config, shutdown).await?;
-    Ok(())
 }
 
 /// `dead list|replay|purge`. The last line of each is what scripts read: `N dead letters

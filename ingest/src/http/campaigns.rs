@@ -23,6 +23,10 @@ use crate::recipients::Row;
 use crate::schedule::{self, ScheduleInput};
 use crate::view;
 
+/// Largest JSON campaign: a JSON body is parsed whole, so its size bounds the memory a
+/// submit takes (several times this); a larger list goes as multipart CSV, which is streamed.
+pub const MAX_JSON_CAMPAIGN: usize = 8 * 1024 * 1024;
+
 pub(super) fn routes() -> Router<Arc<ApiState>> {
     Router::new()
         .route(route::CAMPAIGNS, post(create_campaign).get(list_campaigns))
@@ -89,11 +93,27 @@ pub(super) async fn read_campaign(
         let mp = Multipart::from_request(req, state)
             .await
             .map_err(|e| ApiError::body(e.status(), e.body_text()))?;
-        return read_multipart(mp).await;
+        let parts = read_multipart(mp).await?;
+        allowed_from(state, &parts.spec)?;
+        return Ok(parts);
     }
-    let body = Bytes::from_request(req, state)
-        .await
-        .map_err(|e| ApiError::body(e.status(), e.body_text()))?;
+    // The smaller of this and `--max-body` applies; either is a 413 from axum's extractor.
+    let req =
+        req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, MAX_JSON_CAMPAIGN)));
+    let body = Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() != StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::body(e.status(), e.body_text());
+        }
+        let mut err = ApiError::body(
+            e.status(),
+            format!(
+                "a JSON campaign is at most {MAX_JSON_CAMPAIGN} bytes (and --max-body): send a \
+                 larger recipient list as multipart CSV, which is streamed"
+            ),
+        );
+        err.body.field = Some(Field::Recipients);
+        err
+    })?;
     let value: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::new(ErrorCode::BadJson, e))?;
     let r = campaign_request(value)?;
@@ -105,6 +125,7 @@ pub(super) async fn read_campaign(
     };
     // Refuse a broken campaign before a single row is classified.
     publish::validate_spec(&spec)?;
+    allowed_from(state, &spec)?;
     let schedule = checked_schedule(ScheduleInput {
         rate: r.rate.as_deref(),
         send_at: r.send_at.as_deref(),
@@ -117,6 +138,14 @@ pub(super) async fn read_campaign(
         rows: rows_from_json(r.recipients),
         fingerprint: publish::fingerprint(&[&body]),
     })
+}
+
+/// `--allowed-from-domains`, checked once the spec is known to be valid.
+fn allowed_from(state: &ApiState, spec: &CampaignSpec) -> Result<(), ApiError> {
+    match &state.allowed_from {
+        Some(allowed) => Ok(allowed.check(&spec.from)?),
+        None => Ok(()),
+    }
 }
 
 fn checked_schedule(input: ScheduleInput<'_>) -> Result<CampaignSchedule, ApiError> {

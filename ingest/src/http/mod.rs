@@ -7,12 +7,12 @@ mod bounces;
 mod campaigns;
 mod control;
 mod dead;
+pub mod guard;
 mod limits;
 mod suppressions;
 mod test_send;
 pub mod unsubscribe;
 
-use std::future::IntoFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,14 +24,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use jetmail_common::api::{route, ErrorBody, ErrorCode, Field};
+use jetmail_common::http_server::ServerLimits;
 use jetmail_common::store::StoreError;
 use jetmail_common::topology::Topology;
 use tokio_util::sync::CancellationToken;
 
+use crate::api_tokens::{TokenSet, TokenStore};
 use crate::control::ControlError;
 use crate::dead::DeadError;
+use crate::from_domains::AllowedFromDomains;
 use crate::limits::LimitsError;
 use crate::publish::SubmitError;
+pub use guard::ApiAuth;
 
 /// Default request body limit: bodies above it get 413.
 pub const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
@@ -47,13 +51,21 @@ pub struct ApiState {
     pub topo: Topology,
     /// Verifies unsubscribe links and signs new ones; `None` when not configured.
     pub unsubscribe: Option<Arc<crate::unsubscribe::Unsubscribe>>,
+    /// Who may call the API routes (see [`guard`]).
+    pub auth: ApiAuth,
+    /// `--allowed-from-domains`: a campaign from elsewhere is refused.
+    pub allowed_from: Option<Arc<AllowedFromDomains>>,
 }
 
 impl ApiState {
+    /// The state of an API without credentials, for in-process tests; `serve` takes its
+    /// [`ApiAuth`] from [`ServeConfig`], which is closed by default.
     pub fn new(topo: Topology) -> Self {
         Self {
             topo,
             unsubscribe: None,
+            auth: ApiAuth::Insecure,
+            allowed_from: None,
         }
     }
 }
@@ -67,6 +79,12 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
     /// One-click unsubscribe (`--public-url`, `--unsubscribe-secret-file`).
     pub unsubscribe: Option<Arc<crate::unsubscribe::Unsubscribe>>,
+    /// Who may call the API. The default knows no token: every API request is refused.
+    pub auth: ApiAuth,
+    /// `--allowed-from-domains`.
+    pub allowed_from: Option<Arc<AllowedFromDomains>>,
+    /// Header timeout, body idle timeout, connection limit (per listener).
+    pub limits: ServerLimits,
 }
 
 impl Default for ServeConfig {
@@ -75,7 +93,26 @@ impl Default for ServeConfig {
             max_body: DEFAULT_MAX_BODY,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             unsubscribe: None,
+            auth: ApiAuth::Tokens(Arc::new(TokenStore::new(
+                std::path::PathBuf::new(),
+                TokenSet::default(),
+            ))),
+            allowed_from: None,
+            limits: ServerLimits::default(),
         }
+    }
+}
+
+/// Where `serve` listens: the API (with the public routes too), and optionally the public
+/// unsubscribe routes alone (`--public-listen`), the one ingest port a deployment exposes.
+pub struct Listeners {
+    pub api: tokio::net::TcpListener,
+    pub public: Option<tokio::net::TcpListener>,
+}
+
+impl From<tokio::net::TcpListener> for Listeners {
+    fn from(api: tokio::net::TcpListener) -> Self {
+        Listeners { api, public: None }
     }
 }
 
@@ -212,10 +249,12 @@ impl From<DeadError> for ApiError {
     }
 }
 
-/// The routes of `jetmail-ingest serve`, with a request body limit of `max_body` bytes.
+/// The routes of `jetmail-ingest serve`, with a request body limit of `max_body` bytes. Every
+/// API route (and any other path) is behind [`guard::guard`]; `/healthz` and the public
+/// unsubscribe routes are not.
 pub fn router(state: ApiState, max_body: usize) -> Router {
-    Router::new()
-        .route(route::HEALTH, get(|| async { "ok" }))
+    let state = Arc::new(state);
+    let api = Router::new()
         .merge(campaigns::routes())
         .merge(control::routes())
         .merge(dead::routes())
@@ -223,10 +262,27 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .merge(suppressions::routes())
         .merge(bounces::routes())
         .merge(test_send::routes())
-        // Public (RFC 8058): whatever guards the API must not cover these.
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ));
+    Router::new()
+        .route(route::HEALTH, get(|| async { "ok" }))
+        .merge(api)
+        // Public (RFC 8058): merged after the guard was layered, so it does not cover them.
+        .merge(unsubscribe::routes())
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// The public listener's routes: the unsubscribe pair and `/healthz`, nothing else.
+pub fn public_router(state: ApiState) -> Router {
+    Router::new()
+        .route(route::HEALTH, get(|| async { "ok" }))
         .merge(unsubscribe::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(DefaultBodyLimit::max(max_body))
+        .layer(DefaultBodyLimit::max(guard::SMALL_BODY))
         .with_state(Arc::new(state))
 }
 
@@ -252,30 +308,57 @@ impl Drop for InFlight {
 /// resumes when the client submits again.
 pub async fn serve(
     topo: Topology,
-    listener: tokio::net::TcpListener,
+    listeners: impl Into<Listeners>,
     config: &ServeConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let listeners = listeners.into();
     let in_flight = Arc::new(AtomicU64::new(0));
     let counter = in_flight.clone();
+    let count = axum::middleware::from_fn(move |req: Request, next: Next| {
+        let guard = InFlight::enter(&counter);
+        async move {
+            let resp = next.run(req).await;
+            drop(guard);
+            resp
+        }
+    });
     let state = ApiState {
         topo,
         unsubscribe: config.unsubscribe.clone(),
+        auth: config.auth.clone(),
+        allowed_from: config.allowed_from.clone(),
     };
-    let app = router(state, config.max_body).layer(axum::middleware::from_fn(
-        move |req: Request, next: Next| {
-            let guard = InFlight::enter(&counter);
-            async move {
-                let resp = next.run(req).await;
-                drop(guard);
-                resp
+    match &config.auth {
+        ApiAuth::Insecure => tracing::warn!(
+            "--insecure-no-auth: anyone who can reach the API may send mail, read every list \
+             and purge dead letters"
+        ),
+        ApiAuth::Tokens(store) => tracing::info!(
+            tokens = store.current().len(),
+            file = %store.path().display(),
+            "API tokens loaded"
+        ),
+    }
+    let public = listeners.public.map(|l| {
+        let app = public_router(state.clone()).layer(count.clone());
+        (l, app)
+    });
+    let app = router(state, config.max_body).layer(count);
+    tracing::info!(addr = %listeners.api.local_addr()?, "ingest API listening");
+    let api_server =
+        jetmail_common::http_server::serve(listeners.api, app, config.limits, shutdown.clone());
+    let public_server = async {
+        match public {
+            Some((listener, app)) => {
+                tracing::info!(addr = %listener.local_addr()?, "public unsubscribe routes listening");
+                jetmail_common::http_server::serve(listener, app, config.limits, shutdown.clone())
+                    .await
             }
-        },
-    ));
-    tracing::info!(addr = %listener.local_addr()?, "ingest API listening");
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+            None => Ok(()),
+        }
+    };
+    let server = async move { tokio::try_join!(api_server, public_server).map(|_| ()) };
     tokio::pin!(server);
     tokio::select! {
         res = &mut server => return res,

@@ -35,10 +35,8 @@ fn unsubscribe() -> Arc<Unsubscribe> {
 
 /// One request to a router with unsubscribe configured: status, body text.
 async fn send(topo: &Topology, req: Request<Body>) -> (StatusCode, String, header::HeaderMap) {
-    let state = ApiState {
-        topo: topo.clone(),
-        unsubscribe: Some(unsubscribe()),
-    };
+    let mut state = ApiState::new(topo.clone());
+    state.unsubscribe = Some(unsubscribe());
     let resp = router(state, 1 << 20).oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();

@@ -6,6 +6,7 @@ mod api;
 mod bounded;
 mod compliance;
 mod csv_rows;
+mod http_access;
 mod limits;
 mod schedule;
 mod serve;

@@ -193,6 +193,8 @@ async fn a_campaign_from_the_browser_end_to_end() {
             "serve".into(),
             "--listen".into(),
             format!("127.0.0.1:{ingest_port}"),
+            // Not about the API's tokens (handlers.rs is).
+            "--insecure-no-auth".into(),
         ],
         &[],
         log_dir,
