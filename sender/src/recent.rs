@@ -41,9 +41,11 @@ const RECENT_MAX: usize = 200_000;
 /// Repairs in flight at once after a reconnect.
 const REPAIR_WINDOW: usize = 256;
 /// How long a sender keeps from pulling after its repair: every other sender must have
-/// repaired too before anyone is handed a redelivery, and async-nats reconnects within 4 s
-/// of the server's return (its longest reconnect delay), so they all do within this.
-pub const RECONNECT_GRACE: Duration = Duration::from_secs(5);
+/// repaired, and finished writing the outcomes of its own sends in flight at the crash, before
+/// anyone is handed a redelivery. async-nats reconnects within 4 s of the server's return (its
+/// longest reconnect delay) and a ledger write waiting for the broker retries every 2 s at
+/// most, so all of that is done within this.
+pub const RECONNECT_GRACE: Duration = Duration::from_secs(10);
 /// How long after the grace every delivery is checked against the ledger (at least two ack
 /// waits: what was in flight at the crash comes back after one).
 const SUSPECT_AFTER_GRACE: Duration = Duration::from_secs(60);
@@ -122,17 +124,19 @@ pub async fn recover(ctx: &Ctx, slots: &Semaphore) {
     // Every slot: the sends in flight have finished (and written their ledger entries, which
     // wait for the broker), and nothing new is pulled until the repair is done.
     let all = u32::try_from(ctx.cfg.concurrency).unwrap_or(u32::MAX);
-    let permits =
-        match tokio::time::timeout(ctx.cfg.send_timeout * 2, slots.acquire_many(all)).await {
-            Ok(Ok(p)) => Some(p),
-            _ => {
-                tracing::warn!(
-                    in_flight = ctx.stats.in_flight.load(Ordering::Relaxed),
-                    "sends still in flight after the reconnect; repairing without waiting for them"
-                );
-                None
-            }
-        };
+    // A send in flight ends within its timeout; its outcome's writes then wait for the broker
+    // (retried for up to a minute): give them that long.
+    let wait_for_in_flight = ctx.cfg.send_timeout + Duration::from_secs(60);
+    let permits = match tokio::time::timeout(wait_for_in_flight, slots.acquire_many(all)).await {
+        Ok(Ok(p)) => Some(p),
+        _ => {
+            tracing::warn!(
+                in_flight = ctx.stats.in_flight.load(Ordering::Relaxed),
+                "sends still in flight after the reconnect; repairing without waiting for them"
+            );
+            None
+        }
+    };
     // Suspect from now: a redelivery that arrives while we repair is checked too.
     ctx.recent
         .suspect_for(SUSPECT_AFTER_GRACE + RECONNECT_GRACE);

@@ -660,8 +660,20 @@ async fn dead_letters_are_listed_replayed_and_purged() -> anyhow::Result<()> {
         ..SendersPolicy::default()
     };
     let stack = Stack::start_with_policy(1, &quick, &[]).await?;
+    // A policy refusal (5.7.1), not "not allowed here" (5.1.1): a 5.1.1 suppresses the address as
+    // a hard bounce, and a replay of a suppressed address is (rightly) not sent.
     let rejected: HashSet<String> = (0..5).map(|i| format!("user{i}@example.com")).collect();
-    stack.sink.set_faults(|f| f.reject = rejected.clone());
+    stack.sink.set_faults(|f| {
+        f.reject_with = rejected
+            .iter()
+            .map(|a| {
+                (
+                    a.clone(),
+                    "550 5.7.1 recipient not allowed here".to_string(),
+                )
+            })
+            .collect()
+    });
     let csv = stack.dir.path().join("r.csv");
     let mut text = String::from("email,name\n");
     for i in 0..20 {
@@ -688,12 +700,12 @@ async fn dead_letters_are_listed_replayed_and_purged() -> anyhow::Result<()> {
             "--campaign",
             "dl",
             "--reason",
-            "user unknown",
+            "not allowed here",
         ],
     )?;
     assert!(listed.contains("5 dead letters match"), "{listed}");
     // The relay knows them now: replay those five.
-    stack.sink.set_faults(|f| f.reject.clear());
+    stack.sink.set_faults(|f| f.reject_with.clear());
     let replayed = ingest(
         &stack,
         &[
@@ -702,7 +714,7 @@ async fn dead_letters_are_listed_replayed_and_purged() -> anyhow::Result<()> {
             "--campaign",
             "dl",
             "--reason",
-            "user unknown",
+            "not allowed here",
         ],
     )?;
     assert!(replayed.contains("replayed 5"), "{replayed}");
