@@ -12,6 +12,7 @@ pub mod compliance;
 pub mod config;
 pub mod http_server;
 pub mod limits;
+pub mod metrics;
 pub mod outcomes;
 pub mod records;
 pub mod schedule;

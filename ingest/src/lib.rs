@@ -18,6 +18,7 @@ pub mod recipients;
 pub mod rejected;
 pub mod schedule;
 pub mod suppressions;
+pub mod telemetry;
 pub mod test_send;
 pub mod unsubscribe;
 pub mod view;

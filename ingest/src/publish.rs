@@ -214,8 +214,7 @@ enum Opened {
 /// left. Called at the first valid recipient, never before, so that a request without any
 /// creates nothing and has nothing to clean up: in particular it can never remove the record
 /// of a live campaign whose earlier submit is still incomplete.
-/// The templates are rendered first, for this first recipient: one that cannot render is
-/// refused before anything is stored.
+/// Its templates are rendered for this first recipient first: nothing is stored if they fail.
 async fn open_record(
     topo: &Topology,
     sub: &Submission,
@@ -459,7 +458,10 @@ async fn drain(window: &mut Window, keep: usize, campaign: &str) -> Result<(), S
         };
         match ack.await {
             // Acks resolve in publish order, so the contiguous prefix is `seq`.
-            Ok(_) => window.through = seq,
+            Ok(_) => {
+                window.through = seq;
+                crate::telemetry::published();
+            }
             Err(e) => {
                 window.pending.clear();
                 let source = StoreError::from_publish(window.stream, e);

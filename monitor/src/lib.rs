@@ -7,6 +7,7 @@
 //! deleting it after MaxDeliver, once its dead letter (or sent event) is written.
 
 pub mod advisory;
+pub mod gauges;
 pub mod health;
 pub mod progress;
 pub mod retention;
@@ -27,10 +28,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::health::HealthMap;
 
-/// `GET /healthz` and `GET /v1/senders`.
+/// `GET /healthz`, `GET /v1/senders` and `GET /metrics`.
 pub fn router(map: HealthMap) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            jetmail_common::metrics::ROUTE,
+            get(|| async { jetmail_common::metrics::render() }),
+        )
         .route("/v1/senders", get(senders))
         .with_state(map)
 }
@@ -139,6 +144,12 @@ pub async fn run(
     let (t, s) = (topo.clone(), shutdown.clone());
     spawn_part(&tracker, &shutdown, &failure, async move {
         schedule::run(t, s).await;
+        Ok::<_, MonitorError>(())
+    });
+    jetmail_common::metrics::install_for("monitor");
+    let (t, m, s) = (topo.clone(), map.clone(), shutdown.clone());
+    spawn_part(&tracker, &shutdown, &failure, async move {
+        gauges::run(t, m, s).await;
         Ok::<_, MonitorError>(())
     });
     let (t, s) = (topo.clone(), shutdown.clone());

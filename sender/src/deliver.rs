@@ -136,6 +136,7 @@ async fn process(ctx: &Ctx, msg: &Message, lane_session: Option<OwnedSemaphorePe
     let relay = &ctx.relays[relay_index];
     let started = Instant::now();
     let outcome = relay.send(&from, &to, &body, ctx.cfg.send_timeout).await;
+    crate::metrics::smtp(started.elapsed(), &outcome);
     match outcome {
         SendOutcome::Accepted => {
             relay.circuit.lock().unwrap().on_success();
@@ -322,6 +323,7 @@ fn test_crash(ctx: &Ctx, email: &str, point: CrashPoint) {
 
 /// Publishes an outcome event. Its id makes a re-publish after a crash a no-op.
 async fn event(ctx: &Ctx, m: &OutboxMessage, outcome: Outcome, delivery: Option<i64>) {
+    crate::metrics::delivery(outcome);
     let ev = DeliveryEvent::new(m, outcome, &ctx.cfg.id);
     let id = topology::event_msg_id(&m.campaign, m.seq, m.replay, outcome, delivery);
     retry("publish an event", || {
@@ -393,6 +395,7 @@ async fn poison(ctx: &Ctx, msg: &Message, reason: String) {
     };
     let id = topology::poison_msg_id(&stream, info);
     if publish_dead(ctx, &id, &dl).await {
+        crate::metrics::delivery(Outcome::Dead);
         ctx.stats.dead.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(subject = %msg.subject, reason = %reason, "poison message moved to MAIL_DEAD");
         settle(msg, AckKind::Term).await;

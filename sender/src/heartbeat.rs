@@ -43,6 +43,7 @@ pub fn snapshot(ctx: &Ctx, started_ms: u64) -> Heartbeat {
 }
 
 async fn publish(ctx: &Ctx, client: &async_nats::Client, hb: &Heartbeat) {
+    crate::metrics::heartbeat(hb);
     let Ok(payload) = serde_json::to_vec(hb) else {
         return;
     };

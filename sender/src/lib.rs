@@ -11,6 +11,7 @@ pub mod heartbeat;
 pub mod hold;
 pub mod lanes;
 pub mod message;
+pub mod metrics;
 pub mod recent;
 pub mod smtp;
 pub mod suppressions;

@@ -96,6 +96,9 @@ struct Args {
     /// a relay would fail. Needs no NATS.
     #[arg(long, env = "JETMAIL_CHECK")]
     check: bool,
+    /// Serve Prometheus metrics on `http://ADDR/metrics` (off unless given).
+    #[arg(long, env = "JETMAIL_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn default_id() -> String {
@@ -174,6 +177,19 @@ async fn main() -> anyhow::Result<()> {
         .nats
         .connect_topology(&format!("jetmail-sender {id}"), 4096)
         .await?;
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (--metrics-listen): {e}"))?;
+        tracing::info!(%addr, "metrics on /metrics");
+        jetmail_common::metrics::install_for("sender");
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = jetmail_sender::metrics::serve(listener, stop).await {
+                tracing::warn!(error = %e, "metrics endpoint stopped");
+            }
+        });
+    }
     jetmail_sender::run(cfg, client, topo, shutdown).await?;
     Ok(())
 }

@@ -126,8 +126,10 @@ impl AppState {
     }
 }
 
-/// The whole application. Pages and forms need a session; static files and `/healthz` do not.
+/// The whole application. Pages and forms need a session; static files, `/healthz` and
+/// `/metrics` do not.
 pub fn router(state: AppState) -> Router {
+    jetmail_common::metrics::install_for("webui");
     let pages = Router::new()
         .route("/", get(pages::index))
         .route("/campaigns", get(pages::campaigns::list))
@@ -172,6 +174,10 @@ pub fn router(state: AppState) -> Router {
         .route("/static/style.css", get(render::style_css))
         .route("/static/app.js", get(render::app_js))
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            jetmail_common::metrics::ROUTE,
+            get(|| async { jetmail_common::metrics::render() }),
+        )
         .layer(middleware::map_response(security_headers))
         .with_state(state)
 }

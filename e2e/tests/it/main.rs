@@ -10,6 +10,7 @@ mod compliance;
 mod compliance_sender;
 mod delivery;
 mod faults;
+mod metrics;
 mod monitor;
 mod pipeline;
 mod throttle;

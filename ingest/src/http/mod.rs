@@ -253,6 +253,7 @@ impl From<DeadError> for ApiError {
 /// API route (and any other path) is behind [`guard::guard`]; `/healthz` and the public
 /// unsubscribe routes are not.
 pub fn router(state: ApiState, max_body: usize) -> Router {
+    jetmail_common::metrics::install_for("ingest");
     let state = Arc::new(state);
     let api = Router::new()
         .merge(campaigns::routes())
@@ -272,6 +273,12 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .merge(api)
         // Public (RFC 8058): merged after the guard was layered, so it does not cover them.
         .merge(unsubscribe::routes())
+        .route(
+            jetmail_common::metrics::ROUTE,
+            get(|| async { jetmail_common::metrics::render() }),
+        )
+        // Per route (`Router::layer`), where the matched pattern is known.
+        .layer(axum::middleware::from_fn(crate::telemetry::count_requests))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
