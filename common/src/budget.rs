@@ -28,6 +28,12 @@ pub const BURST_WINDOW: Duration = Duration::from_millis(50);
 /// Granted sends a sender has not used within this are dropped, so a slice taken long ago
 /// cannot add to a later window.
 pub const HOLD: Duration = Duration::from_millis(50);
+/// A take asks for at least this long's worth of the rate (when that is more than the sends
+/// waiting): at high rates one round trip then serves many sends, at the cost of at most this
+/// much of the budget left unused when the sends stop. Measured (release, 3 senders, a global
+/// limit that never bites, on a shared 2-core machine): 12-27% below no limit when a take asked
+/// only for the sends waiting, within the runs' noise (±7%) with this floor.
+const MIN_SLICE: Duration = Duration::from_millis(5);
 /// The shortest wait before asking again after a refusal.
 const MIN_RETRY: Duration = Duration::from_millis(2);
 const CAS_ATTEMPTS: usize = 20;
@@ -169,7 +175,14 @@ impl Taker {
             return Ok(Err(self.not_before - now));
         }
         let slice = ((per_second * HOLD.as_secs_f64()).floor() as u32).max(1);
-        let g = take(store, &self.scope, waiting.clamp(1, slice), per_second).await?;
+        let ahead = (per_second * MIN_SLICE.as_secs_f64()).floor() as u32;
+        let g = take(
+            store,
+            &self.scope,
+            waiting.max(ahead).clamp(1, slice),
+            per_second,
+        )
+        .await?;
         if g.granted == 0 {
             self.not_before = Instant::now() + g.retry_after;
             return Ok(Err(g.retry_after));

@@ -53,6 +53,9 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            // A scope a recipient was just moved to: its lane starts now (a first send of a
+            // rate-limited campaign waits no scan period).
+            _ = ctx.throttle.noted() => {}
         }
         let mut wanted: HashSet<Scope> = ctx.throttle.limited_scopes().into_iter().collect();
         wanted.extend(ctx.campaigns.held_scopes(now_ms()));

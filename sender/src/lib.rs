@@ -322,6 +322,8 @@ async fn pull_loop(
     shutdown: &CancellationToken,
 ) {
     let mut failures = 0u32;
+    // The last pull brought nothing: the outbox is idle.
+    let mut idle = false;
     // Connections made by the client so far: one more means the broker came back (or another
     // server of the cluster took over), and what it acknowledged just before may be lost.
     let statistics = client.statistics();
@@ -355,8 +357,13 @@ async fn pull_loop(
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         let mut permits = vec![first];
-        while let Ok(p) = slots.clone().try_acquire_owned() {
-            permits.push(p);
+        // An idle outbox is long-polled with one slot: a pull holds its slots until it
+        // expires, and the held lanes (which share the slots) would wait that long for one.
+        // The first message back ends the idleness; the next pull takes every free slot.
+        if !idle {
+            while let Ok(p) = slots.clone().try_acquire_owned() {
+                permits.push(p);
+            }
         }
         // A half-open circuit wants one probe, not a batch.
         if ctx.relays.iter().all(|r| {
@@ -389,6 +396,7 @@ async fn pull_loop(
             }
         };
         let mut stopping = false;
+        let mut got = 0usize;
         loop {
             let next = if stopping {
                 // Messages of a pull already sent keep arriving: hand them back at once.
@@ -417,6 +425,7 @@ async fn pull_loop(
                         let _ = msg.ack_with(AckKind::Nak(None)).await;
                         continue;
                     };
+                    got += 1;
                     tracker.spawn(deliver::handle(ctx.clone(), msg, permit));
                 }
                 Some(Err(e)) => {
@@ -427,6 +436,7 @@ async fn pull_loop(
                 None => break,
             }
         }
+        idle = got == 0;
         drop(permits);
     }
 }

@@ -93,6 +93,8 @@ pub struct Throttle {
     /// Scopes this sender just moved a recipient to, for the lanes manager to start their
     /// lanes at once rather than at its next look at MAIL_HELD's subjects.
     noted: Mutex<std::collections::HashSet<Scope>>,
+    /// Woken when a scope is noted, so its lane starts now, not at the manager's next tick.
+    noted_wake: tokio::sync::Notify,
 }
 
 impl Throttle {
@@ -106,6 +108,7 @@ impl Throttle {
             sessions: Mutex::default(),
             live: RwLock::default(),
             noted: Mutex::default(),
+            noted_wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -127,7 +130,14 @@ impl Throttle {
 
     /// Notes that a recipient was just moved to `scope`'s held queue.
     pub fn note_held(&self, scope: &Scope) {
-        self.noted.lock().unwrap().insert(scope.clone());
+        if self.noted.lock().unwrap().insert(scope.clone()) {
+            self.noted_wake.notify_one();
+        }
+    }
+
+    /// Returns once a scope was noted (at once if one was since the last wait).
+    pub async fn noted(&self) {
+        self.noted_wake.notified().await
     }
 
     /// The scopes noted since the last call.

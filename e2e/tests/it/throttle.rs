@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use jetmail_common::wire::SenderState;
+use jetmail_common::wire::{CampaignStatus, Outcome, SenderState};
 use jetmail_testkit::{per_second, policy, rate_between, wait_for, RateReport, Stack};
 
 /// The first seconds of a limited campaign are not judged: senders start, the held lanes
@@ -285,6 +285,104 @@ async fn throttling_never_kills_a_recipient() -> anyhow::Result<()> {
         r.max_window <= 2,
         "1/s allowed {} in a second",
         r.max_window
+    );
+    Ok(())
+}
+
+/// `instant` as milliseconds since the epoch (for comparing the sink's arrival times with a
+/// campaign's send-at and deadline).
+fn epoch_ms(instant: Instant) -> i64 {
+    let now = Instant::now();
+    let now_ms = jetmail_common::now_ms() as i64;
+    if instant <= now {
+        now_ms - (now - instant).as_millis() as i64
+    } else {
+        now_ms + (instant - now).as_millis() as i64
+    }
+}
+
+/// A campaign with a send-at a few seconds ahead: `scheduled` meanwhile, nothing delivered
+/// before its time, everything after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_delivered_before_send_at() -> anyhow::Result<()> {
+    const N: usize = 50;
+    let stack = Stack::start(2, &[]).await?;
+    senders_up(&stack, 2).await?;
+    let emails = addresses(N, "example.com");
+    let csv = stack.write_emails("r.csv", emails.clone())?;
+    stack.submit(&csv, "later", &["--send-at", "+4s"])?;
+    let record = stack.record("later").await.expect("a campaign record");
+    let send_at = record.schedule.send_at_ms.expect("a send-at") as i64;
+    assert_eq!(
+        record.status,
+        CampaignStatus::Scheduled,
+        "status before send-at"
+    );
+    let progress = stack.wait_done("later", Duration::from_secs(30)).await?;
+    let times = stack.arrival_times("@example.com");
+    let early_ms = send_at - epoch_ms(times[0]);
+    println!(
+        "THROTTLE send-at +4s: first arrival {:+} ms after send-at, last {:+} ms, {} sent",
+        -early_ms,
+        epoch_ms(*times.last().unwrap()) - send_at,
+        progress.sent
+    );
+    let (missing, twice) = missing_and_twice(&stack.sink.counts(), &emails);
+    assert_eq!((missing, twice), (0, 0), "(missing, duplicates)");
+    // Clock readings on one host: a few ms of slack for the conversion.
+    assert!(early_ms <= 5, "delivered {early_ms} ms before send-at");
+    Ok(())
+}
+
+/// A rate-limited campaign whose deadline comes before it can finish: what is left then is
+/// dead-lettered as `expired` and counted so, and nothing is delivered after the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_expires_the_rest_and_nothing_is_sent_after_it() -> anyhow::Result<()> {
+    const N: usize = 100;
+    let stack = Stack::start(2, &[]).await?;
+    senders_up(&stack, 2).await?;
+    let emails = addresses(N, "example.com");
+    let csv = stack.write_emails("r.csv", emails.clone())?;
+    stack.submit(&csv, "late", &["--rate", "10/s", "--deadline", "4s"])?;
+    let record = stack.record("late").await.expect("a campaign record");
+    let deadline = record.schedule.deadline_ms.expect("a deadline") as i64;
+    let progress = stack.wait_done("late", Duration::from_secs(30)).await?;
+    let times = stack.arrival_times("@example.com");
+    let last_after_ms = times.last().map_or(i64::MIN, |t| epoch_ms(*t) - deadline);
+    let dead = stack.dead_letters().await?;
+    let expired = dead
+        .iter()
+        .filter(|d| d.outcome == Outcome::Expired)
+        .count();
+    let first_ms = times
+        .first()
+        .map_or(i64::MAX, |t| epoch_ms(*t) - (deadline - 4_000));
+    println!("  per second: {:?}", per_second(&times, times[0]));
+    println!(
+        "THROTTLE deadline 4s at 10/s: {} delivered, {} expired (progress: sent {}, expired {}), \
+         first arrival {first_ms:+} ms from the start, last {last_after_ms:+} ms from the deadline",
+        times.len(),
+        expired,
+        progress.sent,
+        progress.expired
+    );
+    let (_, twice) = missing_and_twice(&stack.sink.counts(), &emails);
+    assert_eq!(twice, 0, "duplicates");
+    assert!(
+        last_after_ms <= 5,
+        "delivered {last_after_ms} ms after the deadline"
+    );
+    assert!(
+        (20..=60).contains(&times.len()),
+        "{} delivered at 10/s in 4 s",
+        times.len()
+    );
+    assert_eq!(expired, N - times.len(), "every undelivered one expired");
+    assert_eq!(dead.len(), expired, "only expired dead letters");
+    assert_eq!(
+        (progress.sent, progress.expired),
+        (times.len() as u64, expired as u64),
+        "the campaign's counters"
     );
     Ok(())
 }
