@@ -11,10 +11,9 @@ use jetmail_common::topology::Topology;
 
 use crate::suppressions;
 
-/// Parses a reason for clap from its one parser.
-fn reason(s: &str) -> Result<SuppressionReason, String> {
+/// Parses a reason for clap with its one parser.
+fn reason(s: &str) -> Result<SuppressionReason, jetmail_common::compliance::UnknownReason> {
     s.parse()
-        .map_err(|e: jetmail_common::compliance::UnknownReason| e.to_string())
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -179,7 +179,7 @@ pub async fn submit(
     let test_to = (r.action == "test").then(|| match test_send::addresses(&values.test_to) {
         Ok(to) => to,
         Err(e) => {
-            errors.insert("test_to", e);
+            errors.insert("test_to", e.to_string());
             Vec::new()
         }
     });

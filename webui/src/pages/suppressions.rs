@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use jetmail_common::api::{ErrorCode, Field, SuppressionQuery};
-use jetmail_common::compliance::{is_test_campaign, Suppression, SuppressionReason};
+use jetmail_common::compliance::{is_test_campaign, Suppression, SuppressionReason, UnknownReason};
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
@@ -167,10 +167,10 @@ fn row(s: &Suppression) -> Row {
 }
 
 /// A reason as typed: empty is none.
-fn parse_reason(s: &str) -> Result<Option<SuppressionReason>, String> {
+fn parse_reason(s: &str) -> Result<Option<SuppressionReason>, UnknownReason> {
     match s.trim() {
         "" => Ok(None),
-        r => r.parse().map(Some).map_err(|e| format!("{e}")),
+        r => r.parse().map(Some),
     }
 }
 
@@ -186,7 +186,7 @@ async fn render(
     let mut total = 0;
     match parse_reason(&query.reason) {
         Err(e) => {
-            errors.entry("filter").or_insert(e);
+            errors.entry("filter").or_insert(e.to_string());
         }
         Ok(reason) => {
             let q = SuppressionQuery {
@@ -262,7 +262,7 @@ pub async fn add(
     let reason = match parse_reason(&form.reason) {
         Ok(r) => r.unwrap_or(SuppressionReason::Manual),
         Err(e) => {
-            errors.insert("reason", e);
+            errors.insert("reason", e.to_string());
             SuppressionReason::Manual
         }
     };

@@ -17,19 +17,26 @@ use crate::AppState;
 /// the message without variables.
 pub(super) const NO_RECIPIENTS: &[u8] = b"email\n";
 
+/// Why the typed test addresses cannot be sent to; shown beside the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum TestAddressesError {
+    #[error("an address to send the test to is required")]
+    None,
+    #[error("a test goes to at most {TEST_SEND_MAX} addresses, not {0}")]
+    TooMany(usize),
+}
+
 /// The addresses as typed: separated by commas or white space, 1 to [`TEST_SEND_MAX`].
 /// Whether each is an address is ingest's to say.
-pub(super) fn addresses(typed: &str) -> Result<Vec<String>, String> {
+pub(super) fn addresses(typed: &str) -> Result<Vec<String>, TestAddressesError> {
     let to: Vec<String> = typed
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|a| !a.is_empty())
         .map(str::to_string)
         .collect();
     match to.len() {
-        0 => Err("an address to send the test to is required".into()),
-        n if n > TEST_SEND_MAX => Err(format!(
-            "a test goes to at most {TEST_SEND_MAX} addresses, not {n}"
-        )),
+        0 => Err(TestAddressesError::None),
+        n if n > TEST_SEND_MAX => Err(TestAddressesError::TooMany(n)),
         _ => Ok(to),
     }
 }
@@ -88,9 +95,12 @@ mod tests {
             addresses(" a@x.example, b@y.example\nc@z.example ,").unwrap(),
             vec!["a@x.example", "b@y.example", "c@z.example"]
         );
-        assert!(addresses(" , ").unwrap_err().contains("required"));
+        assert_eq!(addresses(" , "), Err(TestAddressesError::None));
         let eleven: Vec<String> = (0..11).map(|i| format!("u{i}@x.example")).collect();
-        assert!(addresses(&eleven.join(" ")).unwrap_err().contains("not 11"));
+        assert_eq!(
+            addresses(&eleven.join(" ")),
+            Err(TestAddressesError::TooMany(11))
+        );
         assert_eq!(addresses(&eleven[..10].join(",")).unwrap().len(), 10);
     }
 

@@ -106,7 +106,7 @@ pub async fn import(
     let reason = match parse_reason(&form.reason) {
         Ok(r) => r.unwrap_or(SuppressionReason::Manual),
         Err(e) => {
-            errors.insert("import", e);
+            errors.insert("import", e.to_string());
             SuppressionReason::Manual
         }
     };
