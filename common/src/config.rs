@@ -1,5 +1,5 @@
-//! Command-line pieces every service shares: the NATS connection ([`NatsArgs`], in `nats`)
-//! and duration parsing.
+//! Command-line pieces every service shares: the NATS connection ([`NatsArgs`], in `nats`),
+//! the replica count ([`TopologyArgs`]) and duration parsing.
 
 use std::time::Duration;
 
@@ -9,6 +9,8 @@ mod nats;
 pub use nats::{
     redact_urls, ConnectError, Credentials, NatsArgs, NatsConfigError, NatsTarget, Secret,
 };
+mod topology;
+pub use topology::{ReplicasError, TopologyArgs};
 
 /// Why a service could not start talking to the broker.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +31,7 @@ impl NatsArgs {
     ) -> Result<(Client, crate::topology::Topology), StartupError> {
         let client = self.connect(name).await?;
         let js = jetstream_context(client.clone(), max_ack_inflight);
-        let topo = crate::topology::ensure(&js).await?;
+        let topo = crate::topology::ensure_with(&js, &self.topology.options()).await?;
         Ok((client, topo))
     }
 }

@@ -48,6 +48,8 @@ pub struct NatsArgs {
     /// even with a `nats://` URL
     #[arg(long, global = true, env = "JETMAIL_NATS_TLS_CA")]
     pub nats_tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub topology: super::TopologyArgs,
 }
 
 /// Never prints a password: URLs are shown without their credentials, files by path only.
@@ -59,6 +61,7 @@ impl fmt::Debug for NatsArgs {
             .field("nats_password_file", &self.nats_password_file)
             .field("nats_creds", &self.nats_creds)
             .field("nats_tls_ca", &self.nats_tls_ca)
+            .field("topology", &self.topology)
             .finish()
     }
 }

@@ -2,13 +2,16 @@
 //! buckets are written here once and nowhere else. [`ensure`] creates what is missing and is
 //! idempotent, so every service calls it at start-up and any service may start first.
 //! [`formats`] builds and parses every subject, key and message id made from these names;
-//! [`policy`] is the fleet's delivery policy, kept on the senders consumer.
+//! [`policy`] is the fleet's delivery policy, kept on the senders consumer; [`replicas`]
+//! how many copies a cluster keeps of each stream and bucket.
 
 mod formats;
 mod policy;
+mod replicas;
 
 pub use formats::*;
 pub use policy::*;
+pub use replicas::*;
 
 use std::time::Duration;
 
@@ -112,6 +115,23 @@ pub enum TopologyError {
         name: &'static str,
         source: async_nats::jetstream::context::CreateKeyValueError,
     },
+    #[error("replicas must be between 1 and {MAX_REPLICAS}, not {0}")]
+    BadReplicas(usize),
+    #[error("stream {name}: {source}")]
+    GetStream {
+        name: String,
+        source: async_nats::jetstream::context::GetStreamError,
+    },
+    #[error("stream {name}: {source}")]
+    StreamInfo {
+        name: String,
+        source: async_nats::jetstream::context::RequestError,
+    },
+    #[error("changing stream {name}: {source}")]
+    UpdateStream {
+        name: String,
+        source: async_nats::jetstream::context::UpdateStreamError,
+    },
 }
 
 /// Handles to everything [`ensure`] made sure exists.
@@ -133,6 +153,8 @@ pub struct Topology {
     pub limits: kv::Store,
     /// The suppression list.
     pub suppressions: kv::Store,
+    /// What this service asked for (`--replicas`): `topology apply` applies it.
+    pub options: TopologyOptions,
 }
 
 pub fn outbox_config() -> stream::Config {
@@ -256,18 +278,32 @@ fn kv_config(bucket: &str, description: &str, max_age: Duration) -> kv::Config {
 
 /// Creates every stream, the senders consumer and every bucket that does not exist yet, and
 /// returns handles to them. Existing objects are left as they are, so a limit an operator
-/// changed by hand stays changed.
+/// changed by hand stays changed. One replica each: see [`ensure_with`].
 pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> {
-    let outbox = get_or_create_stream(js, OUTBOX_STREAM, outbox_config()).await?;
-    let held = get_or_create_stream(js, HELD_STREAM, held_config()).await?;
-    let events = get_or_create_stream(js, EVENTS_STREAM, events_config()).await?;
-    let advisories = get_or_create_stream(js, ADVISORIES_STREAM, advisories_config()).await?;
-    let dead = get_or_create_stream(js, DEAD_STREAM, dead_config()).await?;
+    ensure_with(js, &TopologyOptions::default()).await
+}
+
+/// [`ensure`], creating what is missing with `options` (the replica count). Existing objects
+/// keep theirs; a difference is logged (see [`set_replicas`] to change them).
+pub async fn ensure_with(
+    js: &jetstream::Context,
+    options: &TopologyOptions,
+) -> Result<Topology, TopologyError> {
+    let r = options.create_replicas();
+    let outbox = get_or_create_stream(js, OUTBOX_STREAM, outbox_config(), r).await?;
+    let held = get_or_create_stream(js, HELD_STREAM, held_config(), r).await?;
+    let events = get_or_create_stream(js, EVENTS_STREAM, events_config(), r).await?;
+    let advisories = get_or_create_stream(js, ADVISORIES_STREAM, advisories_config(), r).await?;
+    let dead = get_or_create_stream(js, DEAD_STREAM, dead_config(), r).await?;
     senders_consumer(&outbox).await?;
+    let bucket = |name: &'static str, description: &str, max_age: Duration| kv::Config {
+        num_replicas: r,
+        ..kv_config(name, description, max_age)
+    };
     let campaigns = get_or_create_bucket(
         js,
         CAMPAIGNS_BUCKET,
-        kv_config(
+        bucket(
             CAMPAIGNS_BUCKET,
             "jetmail campaigns: spec, status, progress",
             Duration::ZERO,
@@ -277,19 +313,19 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> 
     let senders = get_or_create_bucket(
         js,
         SENDERS_BUCKET,
-        kv_config(SENDERS_BUCKET, "jetmail sender health map", SENDERS_MAX_AGE),
+        bucket(SENDERS_BUCKET, "jetmail sender health map", SENDERS_MAX_AGE),
     )
     .await?;
     let sent = get_or_create_bucket(
         js,
         SENT_BUCKET,
-        kv_config(SENT_BUCKET, "jetmail idempotency ledger", SENT_MAX_AGE),
+        bucket(SENT_BUCKET, "jetmail idempotency ledger", SENT_MAX_AGE),
     )
     .await?;
     let attempts = get_or_create_bucket(
         js,
         ATTEMPTS_BUCKET,
-        kv_config(
+        bucket(
             ATTEMPTS_BUCKET,
             "jetmail failed attempts per recipient",
             SENT_MAX_AGE,
@@ -299,7 +335,7 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> 
     let limits = get_or_create_bucket(
         js,
         LIMITS_BUCKET,
-        kv_config(
+        bucket(
             LIMITS_BUCKET,
             "jetmail sending limits, shared budgets and back-offs",
             Duration::ZERO,
@@ -309,15 +345,19 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> 
     let suppressions = get_or_create_bucket(
         js,
         SUPPRESSIONS_BUCKET,
-        kv_config(
+        bucket(
             SUPPRESSIONS_BUCKET,
             "jetmail suppression list: never mailed again",
             Duration::ZERO,
         ),
     )
     .await?;
+    if let Some(wanted) = options.replicas {
+        warn_on_other_replicas(js, wanted).await;
+    }
     Ok(Topology {
         js: js.clone(),
+        options: *options,
         limits,
         suppressions,
         advisories,
@@ -336,7 +376,12 @@ async fn get_or_create_stream(
     js: &jetstream::Context,
     name: &'static str,
     config: stream::Config,
+    replicas: usize,
 ) -> Result<stream::Stream, TopologyError> {
+    let config = stream::Config {
+        num_replicas: replicas,
+        ..config
+    };
     js.get_or_create_stream(config)
         .await
         .map_err(|source| TopologyError::Stream { name, source })

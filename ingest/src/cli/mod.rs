@@ -10,6 +10,7 @@ pub mod suppress;
 pub mod test_send;
 pub use serve::ServeArgs;
 pub mod topology;
+mod topology_show;
 
 use anyhow::Context;
 use jetmail_common::api::{ControlAction, DeadFilter};

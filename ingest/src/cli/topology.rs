@@ -4,25 +4,29 @@
 //! and ack wait are changed here, once, for every sender.
 //!
 //! `apply` is a list of optional changes, each applied only when its flag is given; a new
-//! setting (stream replicas, say) is one more field of [`ApplyArgs`], one more step in
-//! [`apply`] and one more line in [`Applied`].
+//! setting is one more field of [`ApplyArgs`], one more step in [`apply`] and one more line
+//! in [`Applied`]. The replica count is the global `--replicas` (`JETMAIL_REPLICAS`) every
+//! service takes: given to `apply`, every stream and bucket is moved to it; `show` prints
+//! where each one's copies are (see [`super::topology_show`]).
 
 use std::fmt;
 use std::time::Duration;
 
 use jetmail_common::config::{format_duration, format_durations, parse_duration};
-use jetmail_common::store::StoreError;
 use jetmail_common::topology::{
-    self, apply_senders_policy, senders_consumer, SendersPolicy, Topology, TopologyError,
-    SENDERS_CONSUMER,
+    apply_senders_policy, senders_consumer, set_replicas, ReplicaChange, SendersPolicy, Topology,
+    TopologyError, SENDERS_CONSUMER,
 };
+
+pub use super::topology_show::{show, ConsumerLine, ShowError, StoreLine, TopologyReport};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TopologyCommand {
-    /// Print every stream and bucket with its message count, and the senders consumer with
-    /// the fleet's delivery policy.
+    /// Print every stream and bucket with its message count, replicas, leader and lag, and
+    /// the senders consumer with the fleet's delivery policy.
     Show,
-    /// Change the fleet's delivery policy (only what the flags given say).
+    /// Change the fleet's delivery policy, and with --replicas the replica count of every
+    /// stream and bucket (only what the flags given say).
     Apply(ApplyArgs),
 }
 
@@ -81,6 +85,8 @@ pub struct Applied {
     pub senders_before: SendersPolicy,
     /// As the broker has it after the change.
     pub senders_after: SendersPolicy,
+    /// Every stream's replicas before and after, when `--replicas` was given.
+    pub replicas: Vec<ReplicaChange>,
 }
 
 impl Applied {
@@ -91,6 +97,21 @@ impl Applied {
 
 impl fmt::Display for Applied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in &self.replicas {
+            let what = if c.before == c.after {
+                "unchanged"
+            } else {
+                "changed"
+            };
+            writeln!(
+                f,
+                "{:<7} {:<17} replicas {} -> {} ({what})",
+                c.store.kind.as_str(),
+                c.store.name,
+                c.before,
+                c.after
+            )?;
+        }
         if !self.changed() {
             return writeln!(f, "consumer {SENDERS_CONSUMER}: unchanged");
         }
@@ -100,9 +121,13 @@ impl fmt::Display for Applied {
     }
 }
 
-/// Applies `args` to the broker's topology. The senders consumer is rewritten only when its
-/// policy changes, so running it twice is harmless.
+/// Applies `args` (and the replica count the command was started with, if any) to the
+/// broker's topology. Only what differs is rewritten, so running it twice is harmless.
 pub async fn apply(topo: &Topology, args: &ApplyArgs) -> Result<Applied, ApplyError> {
+    let replicas = match topo.options.replicas {
+        Some(r) => set_replicas(&topo.js, r).await?,
+        None => Vec::new(),
+    };
     let (_, before) = senders_consumer(&topo.outbox).await?;
     let wanted = args.senders_policy(&before)?;
     let after = if wanted == before {
@@ -113,97 +138,12 @@ pub async fn apply(topo: &Topology, args: &ApplyArgs) -> Result<Applied, ApplyEr
     Ok(Applied {
         senders_before: before,
         senders_after: after,
+        replicas,
     })
-}
-
-/// One stream or bucket as `topology show` prints it.
-#[derive(Debug, Clone)]
-pub struct StoreLine {
-    pub kind: &'static str,
-    pub name: &'static str,
-    pub messages: u64,
-    pub bytes: u64,
-}
-
-/// The senders consumer as `topology show` prints it.
-#[derive(Debug, Clone)]
-pub struct ConsumerLine {
-    /// Messages not yet delivered to any sender.
-    pub pending: u64,
-    /// Delivered and not yet acked (in flight, or waiting for a retry).
-    pub ack_pending: usize,
-    pub redelivered: usize,
-    pub policy: SendersPolicy,
-}
-
-/// Everything `topology show` prints.
-#[derive(Debug, Clone)]
-pub struct TopologyReport {
-    pub stores: Vec<StoreLine>,
-    pub senders: ConsumerLine,
-}
-
-/// Reads the state of every stream, bucket and the senders consumer from the broker (fresh,
-/// not the handles' cached info).
-pub async fn show(topo: &Topology) -> Result<TopologyReport, ShowError> {
-    let mut stores = Vec::new();
-    for name in [
-        topology::OUTBOX_STREAM,
-        topology::EVENTS_STREAM,
-        topology::DEAD_STREAM,
-    ] {
-        let mut s = topo.js.get_stream(name).await.map_err(StoreError::broker)?;
-        let state = &s.info().await.map_err(StoreError::broker)?.state;
-        stores.push(StoreLine {
-            kind: "stream",
-            name,
-            messages: state.messages,
-            bytes: state.bytes,
-        });
-    }
-    for name in [
-        topology::CAMPAIGNS_BUCKET,
-        topology::SENDERS_BUCKET,
-        topology::SENT_BUCKET,
-        topology::ATTEMPTS_BUCKET,
-    ] {
-        // Opening the bucket reads its stream's info afresh; `status` reports that.
-        let kv = topo
-            .js
-            .get_key_value(name)
-            .await
-            .map_err(StoreError::broker)?;
-        let status = kv.status().await.map_err(StoreError::broker)?;
-        stores.push(StoreLine {
-            kind: "bucket",
-            name,
-            messages: status.values(),
-            bytes: status.info.state.bytes,
-        });
-    }
-    let (mut consumer, policy) = senders_consumer(&topo.outbox).await?;
-    let info = consumer.info().await.map_err(StoreError::broker)?;
-    Ok(TopologyReport {
-        stores,
-        senders: ConsumerLine {
-            pending: info.num_pending,
-            ack_pending: info.num_ack_pending,
-            redelivered: info.num_redelivered,
-            policy,
-        },
-    })
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ShowError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Topology(#[from] TopologyError),
 }
 
 /// A policy on one line: `retry 30s,2m (max deliver 3), ack wait 2m`.
-struct PolicyLine<'a>(&'a SendersPolicy);
+pub(super) struct PolicyLine<'a>(pub(super) &'a SendersPolicy);
 
 impl fmt::Display for PolicyLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -215,25 +155,6 @@ impl fmt::Display for PolicyLine<'_> {
             p.max_deliver(),
             format_duration(p.ack_wait)
         )
-    }
-}
-
-impl fmt::Display for TopologyReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for s in &self.stores {
-            writeln!(
-                f,
-                "{:<7} {:<15} {:>12} messages {:>14} bytes",
-                s.kind, s.name, s.messages, s.bytes
-            )?;
-        }
-        let c = &self.senders;
-        writeln!(
-            f,
-            "consumer {:<14} {:>12} pending {:>8} ack pending {:>8} redelivered",
-            SENDERS_CONSUMER, c.pending, c.ack_pending, c.redelivered
-        )?;
-        writeln!(f, "  policy: {}", PolicyLine(&c.policy))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use jetmail_common::topology::{senders_consumer, SendersPolicy};
+use jetmail_common::topology::{all_stores, senders_consumer, SendersPolicy};
 use jetmail_ingest::cli::topology::{apply, show, ApplyArgs};
 
 use crate::api::setup;
@@ -56,7 +56,12 @@ async fn apply_changes_only_what_its_flags_say_and_the_broker_keeps_it() -> anyh
 
     let report = show(&topo).await?;
     assert_eq!(report.senders.policy, now);
-    assert_eq!(report.stores.len(), 7, "{report}");
+    assert_eq!(report.stores.len(), all_stores().len(), "{report}");
+    assert!(
+        report.stores.iter().all(|s| s.replication.replicas == 1),
+        "{report}"
+    );
+    assert!(applied.replicas.is_empty(), "no --replicas, no change");
     assert!(report.to_string().contains("5s,1m"), "{report}");
     Ok(())
 }
