@@ -28,12 +28,17 @@ start() { local name=$1; shift; "$@" >"$DIR/$name.log" 2>&1 & pids+=($!); }
 start nats nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$DIR/jetstream"
 start sink "$BIN/jetmail-sink" --listen 127.0.0.1:2525 --maildir "$DIR/mail"
 sleep 1
-start ingest "$BIN/jetmail-ingest" serve --listen 127.0.0.1:8080
+# The API's token (README, "Running it safely"): the web UI's, with scope admin.
+TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+printf 'webui %s admin\n' "$TOKEN" >"$DIR/api-tokens"
+printf '%s\n' "$TOKEN" >"$DIR/webui-ingest-token"
+start ingest "$BIN/jetmail-ingest" serve --listen 127.0.0.1:8080 --api-tokens-file "$DIR/api-tokens"
 start monitor "$BIN/jetmail-monitor" --listen 127.0.0.1:8081
 for i in 1 2 3; do
   start "sender$i" "$BIN/jetmail-sender" --smtp-url smtp://127.0.0.1:2525 --id "demo-sender-$i"
 done
-start webui "$BIN/jetmail-webui" --ingest-url http://127.0.0.1:8080 --listen 127.0.0.1:8090
+start webui "$BIN/jetmail-webui" --ingest-url http://127.0.0.1:8080 --listen 127.0.0.1:8090 \
+  --ingest-token-file "$DIR/webui-ingest-token"
 sleep 1
 
 "$BIN/jetmail-ingest" submit --from 'jetmail demo <demo@example.com>' \

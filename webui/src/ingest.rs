@@ -21,6 +21,8 @@ use crate::WebError;
 
 mod compliance;
 mod limits;
+mod token;
+pub use token::{IngestToken, TokenFileError};
 
 /// How long a quick request (preview, list, control) may take.
 pub const QUICK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,6 +51,10 @@ pub enum IngestError {
     Refused { status: StatusCode, body: ErrorBody },
     #[error("ingest answered something unreadable: {0}")]
     Decode(String),
+    /// Ingest refused the web UI's own token (401) or its scope (403): an operator must fix
+    /// the configuration. The text never holds the token.
+    #[error("{}", token::refusal_text(*.0))]
+    Credentials(StatusCode),
 }
 
 /// A campaign as the new-campaign form holds it, ready to forward.
@@ -117,6 +123,7 @@ pub struct IngestClient {
     /// Without a trailing `/`, so a path prefix (`http://proxy/ingest`) is kept.
     base: String,
     http: reqwest::Client,
+    token: Option<IngestToken>,
 }
 
 impl IngestClient {
@@ -147,7 +154,14 @@ impl IngestClient {
         Ok(Self {
             base: url.as_str().trim_end_matches('/').to_string(),
             http,
+            token: None,
         })
+    }
+
+    /// Sends `token` as `Authorization: Bearer …` on every call.
+    pub fn with_token(mut self, token: Option<IngestToken>) -> Self {
+        self.token = token;
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -166,6 +180,9 @@ impl IngestClient {
     ) -> Result<Bytes, IngestError> {
         let url = format!("{}{}", self.base, path_and_query);
         let mut req = self.http.request(method, &url).timeout(timeout);
+        if let Some(t) = &self.token {
+            req = req.header(reqwest::header::AUTHORIZATION, t.header_value());
+        }
         for (name, value) in extra_headers {
             req = req.header(*name, *value);
         }
@@ -205,6 +222,9 @@ impl IngestClient {
         }
         if status.is_success() {
             return Ok(Bytes::from(body));
+        }
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(IngestError::Credentials(status));
         }
         Err(IngestError::Refused {
             status,

@@ -13,7 +13,6 @@ pub mod live;
 pub mod pages;
 pub mod render;
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +28,8 @@ use tokio_util::task::TaskTracker;
 /// Largest form with an upload accepted (a campaign's recipients, a suppression list to
 /// import); ingest's own default limit.
 pub const MAX_FORM_BYTES: usize = 32 * 1024 * 1024;
+/// Largest body of every other form (login, control buttons, limits, one suppression).
+pub const MAX_SMALL_FORM_BYTES: usize = 256 * 1024;
 /// After SIGTERM, how long requests in flight may take before the server stops anyway.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -59,6 +60,10 @@ pub struct Config {
     pub access: Access,
     /// Add `Secure` to the session cookie (when served behind TLS).
     pub secure_cookie: bool,
+    /// The web UI's own token for ingest's API (`--ingest-token-file`); hidden from `Debug`.
+    pub ingest_token: Option<ingest::IngestToken>,
+    /// Failed logins tolerated per client and overall.
+    pub login_limits: auth::LoginLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +84,7 @@ pub struct Inner {
     pub topo: Topology,
     pub ingest: ingest::IngestClient,
     pub sessions: auth::Sessions,
+    pub login_throttle: auth::LoginThrottle,
     pub hub: live::Hub,
     pub templates: render::Templates,
     pub shutdown: CancellationToken,
@@ -99,7 +105,9 @@ impl AppState {
         topo: Topology,
         shutdown: CancellationToken,
     ) -> Result<Self, WebError> {
-        let ingest = ingest::IngestClient::new(&config.ingest_url)?;
+        let ingest =
+            ingest::IngestClient::new(&config.ingest_url)?.with_token(config.ingest_token.clone());
+        let login_throttle = auth::LoginThrottle::new(config.login_limits);
         let tasks = TaskTracker::new();
         let hub = live::Hub::start(topo.clone(), &tasks, shutdown.clone());
         Ok(Self(Arc::new(Inner {
@@ -107,6 +115,7 @@ impl AppState {
             topo,
             ingest,
             sessions: auth::Sessions::default(),
+            login_throttle,
             hub,
             templates: render::Templates::new(),
             shutdown,
@@ -178,6 +187,7 @@ pub fn router(state: AppState) -> Router {
             jetmail_common::metrics::ROUTE,
             get(|| async { jetmail_common::metrics::render() }),
         )
+        .layer(DefaultBodyLimit::max(MAX_SMALL_FORM_BYTES))
         .layer(middleware::map_response(security_headers))
         .with_state(state)
 }
@@ -224,9 +234,8 @@ pub async fn run(
     let app = router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, "web UI listening");
     let stop = shutdown.clone();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .into_future();
+    // Header and body timeouts and a connection limit (slowloris); shutdown stops accepting.
+    let server = jetmail_common::http_server::serve(listener, app, Default::default(), stop);
     tokio::pin!(server);
     tokio::select! {
         // Only an I/O error ends the server before shutdown.

@@ -36,9 +36,17 @@ struct Args {
     /// Run without a login: anyone who can reach the port may send mail. Every page says so.
     #[arg(long, env = "JETMAIL_WEBUI_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
-    /// Mark the session cookie `Secure` (serve it over HTTPS, behind a TLS proxy).
+    /// Mark the session cookie `Secure` (serve it over HTTPS, behind a TLS proxy). Implied by
+    /// an https:// --public-url.
     #[arg(long, env = "JETMAIL_WEBUI_SECURE_COOKIE")]
     secure_cookie: bool,
+    /// The URL people open the web UI at; `https://…` makes the session cookie `Secure`.
+    #[arg(long, env = "JETMAIL_WEBUI_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// The web UI's API token for ingest (first line of the file): ingest's
+    /// --api-tokens-file must list it with scope `admin` for every page to work.
+    #[arg(long, env = "JETMAIL_INGEST_TOKEN_FILE")]
+    ingest_token_file: Option<std::path::PathBuf>,
 }
 
 fn access(args: &Args) -> anyhow::Result<Access> {
@@ -71,7 +79,19 @@ async fn main() -> anyhow::Result<()> {
     let config = Config {
         access: access(&args)?,
         ingest_url: args.ingest_url.clone(),
-        secure_cookie: args.secure_cookie,
+        secure_cookie: args.secure_cookie
+            || args
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.trim().to_ascii_lowercase().starts_with("https://")),
+        ingest_token: match &args.ingest_token_file {
+            Some(path) => Some(jetmail_webui::ingest::IngestToken::read(path)?),
+            None => {
+                tracing::warn!("no --ingest-token-file: calls to ingest carry no API token");
+                None
+            }
+        },
+        login_limits: Default::default(),
     };
     let shutdown = jetmail_common::shutdown::shutdown_token();
     let (_client, topo) = args.nats.connect_topology("jetmail-webui", 4096).await?;

@@ -3,15 +3,20 @@
 //! is the HTTP side: the session cookie, the middleware that resolves it, login and logout.
 
 mod sessions;
+mod throttle;
 
 pub use sessions::{
     random_token, secrets_eq, CurrentSession, Flash, Sessions, StashedUpload, MAX_SESSIONS,
     SESSION_IDLE,
 };
+pub use throttle::{Attempt, LoginLimits, LoginThrottle};
+
+use std::net::SocketAddr;
+use std::time::Instant;
 
 use std::time::Duration;
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -125,10 +130,18 @@ pub fn csrf_refusal(app: &AppState, session: &CurrentSession) -> Response {
     )
 }
 
-/// Only same-site paths are followed after login (no open redirect).
+/// Only same-site paths are followed after login (no open redirect). Browsers drop tabs and
+/// line breaks from a URL and read `\` as `/`, so `/<tab>/evil.example` is `//evil.example`:
+/// a target with any of those, or starting `//`, is replaced by the campaigns page.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || c == '\\') =>
+        {
             n.to_string()
         }
         _ => "/campaigns".to_string(),
@@ -179,26 +192,40 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-/// `POST /login`: checks the CSRF token (no login CSRF), then the password.
+/// `POST /login`: checks the CSRF token (no login CSRF), the throttle, then the password.
 pub async fn login_submit(
     State(app): State<AppState>,
     Extension(session): Extension<CurrentSession>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Form(form): Form<LoginForm>,
 ) -> Response {
     if !csrf_ok(&session, form.csrf.as_deref()) {
         return csrf_refusal(&app, &session);
     }
     let next = safe_next(form.next.as_deref());
+    let client = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    if let Attempt::Refused { retry_after } = app.login_throttle.check(client, Instant::now()) {
+        tracing::warn!(client = ?client, "login attempt refused: too many failures");
+        let secs = retry_after.as_secs().max(1);
+        let msg = format!("Too many failed logins. Try again in {secs} s.");
+        let page = login_form(&app, &session, &next, Some(&msg));
+        let mut resp = (StatusCode::TOO_MANY_REQUESTS, page).into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return resp;
+    }
     let ok = match &app.config.access {
         Access::Open => true,
         Access::Password(p) => secrets_eq(p, &form.password),
     };
     if !ok {
-        tracing::warn!("failed login");
+        app.login_throttle.failed(client, Instant::now());
+        tracing::warn!(client = ?client, "failed login");
         tokio::time::sleep(LOGIN_FAILURE_DELAY).await;
         let page = login_form(&app, &session, &next, Some("Wrong password."));
         return (StatusCode::UNAUTHORIZED, page).into_response();
     }
+    app.login_throttle.succeeded(client);
     let new_id = app.sessions.login(&session.id);
     let mut resp = Redirect::to(&next).into_response();
     resp.extensions_mut().insert(SetSessionCookie(new_id));
@@ -241,6 +268,18 @@ mod tests {
     fn next_stays_on_site() {
         assert_eq!(safe_next(Some("/senders")), "/senders");
         assert_eq!(safe_next(Some("//evil.example")), "/campaigns");
+        for evil in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r\n/evil.example",
+            "/\\evil.example",
+            "/\\/evil.example",
+            "\t//evil.example",
+            "/ /evil.example",
+        ] {
+            assert_eq!(safe_next(Some(evil)), "/campaigns", "{evil:?}");
+        }
+        assert_eq!(safe_next(Some("/campaigns/c1?x=1")), "/campaigns/c1?x=1");
         assert_eq!(safe_next(Some("https://evil.example")), "/campaigns");
         assert_eq!(safe_next(None), "/campaigns");
     }

@@ -855,6 +855,8 @@ async fn shutdown_ends_live_streams_at_once_and_returns() {
         ingest_url: app.state.config.ingest_url.clone(),
         access: Access::Open,
         secure_cookie: false,
+        ingest_token: app.state.config.ingest_token.clone(),
+        login_limits: Default::default(),
     };
     let server = tokio::spawn(jetmail_webui::run(
         config,

@@ -10,11 +10,16 @@ use http_body_util::BodyExt;
 use jetmail_common::config::jetstream_context;
 use jetmail_common::topology::{self, Topology};
 use jetmail_testkit::{free_port, wait_for, NatsServer, Service, TempDir};
+use jetmail_webui::ingest::IngestToken;
 use jetmail_webui::{router, Access, AppState, Config};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 pub const PASSWORD: &str = "correct horse battery staple";
+/// The web UI's API token, listed in the ingest under test's token file with scope `admin`.
+pub const INGEST_TOKEN: &str = "webui-test-token-0123456789abcdef";
+/// A read-only token of the same file.
+pub const READ_ONLY_TOKEN: &str = "reader-test-token-0123456789abcdef";
 
 /// The web UI under test with everything it talks to.
 pub struct TestApp {
@@ -37,8 +42,24 @@ impl Drop for TestApp {
 /// Starts nats-server, `jetmail-ingest serve` (the real binary, on a loopback port) and the
 /// web UI's state.
 pub async fn spawn_app(access: Access) -> TestApp {
+    spawn_app_configured(access, |_| {}).await
+}
+
+/// [`spawn_app`] with the web UI's [`Config`] changed by `configure` (another token, other
+/// login limits).
+pub async fn spawn_app_configured(access: Access, configure: impl FnOnce(&mut Config)) -> TestApp {
     let nats = NatsServer::start().await.expect("nats-server");
     let logs = TempDir::new("webui-handlers");
+    let tokens = logs.path().join("api-tokens");
+    std::fs::write(
+        &tokens,
+        format!(
+            "webui {INGEST_TOKEN} admin
+reader {READ_ONLY_TOKEN} read
+"
+        ),
+    )
+    .expect("token file");
     let ingest_port = free_port();
     let mut ingest = Service::spawn(
         "ingest",
@@ -49,6 +70,8 @@ pub async fn spawn_app(access: Access) -> TestApp {
             "serve".into(),
             "--listen".into(),
             format!("127.0.0.1:{ingest_port}"),
+            "--api-tokens-file".into(),
+            tokens.display().to_string(),
         ],
         &[],
         logs.path(),
@@ -60,11 +83,14 @@ pub async fn spawn_app(access: Access) -> TestApp {
     let shutdown = CancellationToken::new();
     let js = jetstream_context(client, 4096);
     let topo = topology::ensure(&js).await.expect("topology");
-    let config = Config {
+    let mut config = Config {
         ingest_url: format!("http://127.0.0.1:{ingest_port}"),
         access,
         secure_cookie: false,
+        ingest_token: Some(IngestToken::new(INGEST_TOKEN)),
+        login_limits: Default::default(),
     };
+    configure(&mut config);
     let state = AppState::new(config, topo.clone(), shutdown.clone()).expect("state");
     TestApp {
         router: router(state.clone()),
