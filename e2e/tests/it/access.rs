@@ -291,6 +291,8 @@ async fn the_pipeline_runs_with_every_service_on_its_own_user_over_tls() -> anyh
         "serve".into(),
         "--listen".into(),
         format!("127.0.0.1:{ingest_port}"),
+        // About NATS users, not the API's tokens (ingest's http_access tests are).
+        "--insecure-no-auth".into(),
     ]);
     let ingest = Service::spawn(
         "ingest",
