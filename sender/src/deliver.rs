@@ -171,25 +171,47 @@ async fn process(ctx: &Ctx, msg: &Message, lane_session: Option<OwnedSemaphorePe
             dead_letter(ctx, msg, &m, Outcome::Failed, text, attempts).await;
         }
         SendOutcome::Transient { code, text } => {
-            if hold::asks_to_slow_down(code, &text) {
-                slow_down(ctx, &origin).await;
-            }
-            failed_attempt(ctx, msg, &m, relay_index, delivery, deadline_ms, code, text).await;
+            // "Too fast" under a limit is answered by halving the limit, not by the circuit:
+            // the relay is well, it asks us to slow down.
+            let throttled = hold::asks_to_slow_down(code, &text) && slow_down(ctx, &origin).await;
+            let circuit = !throttled;
+            failed_attempt(
+                ctx,
+                msg,
+                &m,
+                relay_index,
+                delivery,
+                deadline_ms,
+                circuit,
+                code,
+                text,
+            )
+            .await;
         }
         SendOutcome::Unknown { text } => {
             let text = format!("outcome unknown (may have been delivered): {text}");
-            failed_attempt(ctx, msg, &m, relay_index, delivery, deadline_ms, None, text).await;
+            failed_attempt(
+                ctx,
+                msg,
+                &m,
+                relay_index,
+                delivery,
+                deadline_ms,
+                true,
+                None,
+                text,
+            )
+            .await;
         }
         SendOutcome::RelayFailed { code, text } => {
             // A 421 (which closes the session, so it is the relay's failure) is also how
             // providers say "too fast": it halves the limit like a 4.7.x does.
-            if hold::asks_to_slow_down(code, &text) {
-                slow_down(ctx, &origin).await;
-            }
+            let throttled = hold::asks_to_slow_down(code, &text) && slow_down(ctx, &origin).await;
             // The relay failed, not the recipient: the failure counts toward the relay's
-            // circuit and the message goes back untried, costing none of its retries. The
-            // relay logs the reason itself, once per change.
-            if relay.circuit.lock().unwrap().on_failure(Instant::now()) {
+            // circuit (unless it only asked us to slow down under a limit, which the limit's
+            // back-off answers) and the message goes back untried, costing none of its
+            // retries. The relay logs the reason itself, once per change.
+            if !throttled && relay.circuit.lock().unwrap().on_failure(Instant::now()) {
                 tracing::warn!(relay = %relay.redacted(), error = %text, "relay circuit opened");
             }
             hand_back(ctx, msg, delivery, ctx.cfg.blocked_retry).await;
@@ -199,17 +221,19 @@ async fn process(ctx: &Ctx, msg: &Message, lane_session: Option<OwnedSemaphorePe
 
 /// A 421 or 4.7.x reply: the recipient's domain limit (or else the global one) is halved
 /// fleet-wide for a cool-down. Without a limit there is no rate to halve: the retry schedule
-/// alone spaces the attempts.
-async fn slow_down(ctx: &Ctx, origin: &Origin) {
+/// and the relay's circuit alone space the attempts. True when a limit took it.
+async fn slow_down(ctx: &Ctx, origin: &Origin) -> bool {
     let scope = ctx
         .throttle
         .domain_scope(&origin.domain_token)
         .or_else(|| ctx.throttle.has_global().then_some(Scope::Global));
-    if let Some(scope) = scope {
-        if let Err(e) = ctx.throttle.refused(&scope).await {
-            tracing::warn!(%scope, error = %e, "cannot record the back-off");
-        }
+    let Some(scope) = scope else {
+        return false;
+    };
+    if let Err(e) = ctx.throttle.refused(&scope).await {
+        tracing::warn!(%scope, error = %e, "cannot record the back-off");
     }
+    true
 }
 
 /// Moves a recipient that must wait to its scope's held queue, then acks the original. If the
@@ -239,11 +263,12 @@ async fn failed_attempt(
     relay_index: usize,
     delivery: i64,
     deadline_ms: Option<u64>,
+    count_toward_circuit: bool,
     code: Option<u16>,
     text: String,
 ) {
     let relay = &ctx.relays[relay_index];
-    if relay.circuit.lock().unwrap().on_failure(Instant::now()) {
+    if count_toward_circuit && relay.circuit.lock().unwrap().on_failure(Instant::now()) {
         tracing::warn!(relay = %relay.redacted(), error = %text, "relay circuit opened");
     }
     let key = topology::sent_key(&m.campaign, m.seq);
@@ -363,7 +388,12 @@ async fn dead_letter(
             .attempts
             .purge(topology::sent_key(&m.campaign, m.seq))
             .await;
-        tracing::info!(campaign = %m.campaign, seq = m.seq, reason = %reason, "moved to MAIL_DEAD");
+        // A campaign that expires moves its whole remainder at once: not one INFO line each.
+        if outcome == Outcome::Expired {
+            tracing::debug!(campaign = %m.campaign, seq = m.seq, "expired: moved to MAIL_DEAD");
+        } else {
+            tracing::info!(campaign = %m.campaign, seq = m.seq, reason = %reason, "moved to MAIL_DEAD");
+        }
         settle(msg, AckKind::Term).await;
     } else {
         // Not in MAIL_DEAD: leave it to the ack wait, so it comes back rather than vanishes.
