@@ -89,7 +89,8 @@ async fn every_metric_the_dashboard_queries_is_exposed() -> anyhow::Result<()> {
         "--listen".into(),
         format!("127.0.0.1:{webui_port}"),
     ]);
-    let webui = Service::spawn(
+    // Bound (not `_`) so it lives to the end: a Service is killed when dropped.
+    let _webui = Service::spawn(
         "webui",
         "jetmail-webui",
         &args,
