@@ -4,6 +4,7 @@
 //! failing test leaves nothing running.
 
 pub mod access;
+pub mod cluster;
 pub mod nats;
 pub mod process;
 pub mod smtp;
@@ -13,6 +14,7 @@ pub mod throttle;
 use std::time::{Duration, Instant};
 
 pub use access::{NatsAccess, NATS_USERS};
+pub use cluster::NatsCluster;
 pub use nats::NatsServer;
 pub use process::{bin_path, Service};
 pub use smtp::{Faults, SmtpSink};

@@ -127,6 +127,17 @@ pub enum TopologyError {
         name: String,
         source: async_nats::jetstream::context::RequestError,
     },
+    #[error("listing the consumers of stream {stream}: {source}")]
+    ListConsumers {
+        stream: String,
+        source: async_nats::jetstream::stream::ConsumersError,
+    },
+    #[error("changing consumer {consumer} of stream {stream}: {source}")]
+    UpdateStreamConsumer {
+        stream: String,
+        consumer: String,
+        source: async_nats::jetstream::stream::ConsumerUpdateError,
+    },
     #[error("changing stream {name}: {source}")]
     UpdateStream {
         name: String,

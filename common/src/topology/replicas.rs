@@ -5,10 +5,13 @@
 //!
 //! A KV bucket is a stream named `KV_<bucket>`, so both are scaled the same way: a stream
 //! config update with a new `num_replicas`, which the server performs in place (the new peers
-//! catch up from the leader; nothing is re-published, so nothing can be lost). The senders
-//! consumer is created with replicas 0, which means "as many as its stream": it follows.
+//! catch up from the leader; nothing is re-published, so nothing can be lost). Consumers are
+//! created with replicas 0 ("as many as the stream"), but the server does not rescale an
+//! existing consumer of a limits stream with it, so [`set_replicas`] moves every durable
+//! consumer after its stream. (A work-queue stream's consumers must match it: the server
+//! moves those itself and refuses any other count.)
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, consumer, stream};
 
 use super::*;
 
@@ -129,6 +132,9 @@ pub async fn set_replicas(
                     source,
                 })?;
         }
+        // A work-queue stream's consumers must have its replica count: the server moves
+        // them with the stream. The others' are moved here.
+        set_consumer_replicas(js, &store.stream, replicas).await?;
         changes.push(ReplicaChange {
             store,
             before,
@@ -136,6 +142,46 @@ pub async fn set_replicas(
         });
     }
     Ok(changes)
+}
+
+/// Moves every durable consumer of `stream` to `replicas` copies. Ephemeral consumers (KV
+/// watchers, ordered consumers) are left alone: they are recreated on demand.
+async fn set_consumer_replicas(
+    js: &jetstream::Context,
+    stream: &str,
+    replicas: usize,
+) -> Result<(), TopologyError> {
+    use futures::TryStreamExt;
+    let consumer_error =
+        |source: async_nats::jetstream::stream::ConsumersError| TopologyError::ListConsumers {
+            stream: stream.to_string(),
+            source,
+        };
+    let s = js
+        .get_stream(stream)
+        .await
+        .map_err(|source| TopologyError::GetStream {
+            name: stream.to_string(),
+            source,
+        })?;
+    let consumers: Vec<_> = s.consumers().try_collect().await.map_err(consumer_error)?;
+    for info in consumers {
+        if info.config.durable_name.is_none() || info.config.num_replicas == replicas {
+            continue;
+        }
+        let config = consumer::Config {
+            num_replicas: replicas,
+            ..info.config
+        };
+        s.update_consumer(config)
+            .await
+            .map_err(|source| TopologyError::UpdateStreamConsumer {
+                stream: stream.to_string(),
+                consumer: info.name.clone(),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 async fn stream_config(

@@ -6,6 +6,7 @@
 
 mod access;
 mod bounded;
+mod cluster;
 mod compliance;
 mod compliance_sender;
 mod delivery;
