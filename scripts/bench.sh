@@ -4,6 +4,9 @@
 #   scripts/bench.sh [--recipients 100000] [--senders 1,3] [--ingest-sizes 100000,1000000]
 #   scripts/bench.sh --pipelining [--latency 50ms] [--recipients 2000] [--concurrency 32]
 #   scripts/bench.sh --compliance [--recipients 20000] [--suppressions 1000000]
+#   scripts/bench.sh --cluster [--recipients 50000] [--senders 1,2,3,4] [--nodes 1,3]
+#     end-to-end msg/s on one node and on a 3-node cluster at 3 replicas (all on this machine),
+#     each with the default fsync and with sync_interval: always
 # The full run ends with the compliance figures: one sender's throughput without DKIM, with
 # RSA-2048 and with Ed25519, and a sender loading 1,000,000 suppressed addresses.
 set -euo pipefail
@@ -13,6 +16,10 @@ cargo build --release --workspace --bins --quiet
 if [[ "${1:-}" == "--pipelining" ]]; then
   shift
   exec target/release/jetmail-relay-bench "$@"
+fi
+if [[ "${1:-}" == "--cluster" ]]; then
+  shift
+  exec target/release/jetmail-cluster-bench "$@"
 fi
 if [[ "${1:-}" == "--compliance" ]]; then
   shift

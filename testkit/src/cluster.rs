@@ -1,4 +1,4 @@
-//! A real 3-node JetStream cluster on loopback: three `nats-server` processes (`n1`, `n2`,
+//! A real 3-node JetStream cluster on loopback (or one node started the same way): three `nats-server` processes (`n1`, `n2`,
 //! `n3`), each with its own client port, route port and store, routed to each other. A node
 //! can be `kill -9`ed and restarted on the same ports and store, as a machine crash would; the
 //! cluster tells which node leads a stream (its info's `cluster.leader`).
@@ -56,7 +56,13 @@ impl NatsCluster {
     }
 
     pub async fn start_with(sync: Sync) -> anyhow::Result<Self> {
-        let nodes = (1..=3)
+        Self::start_nodes(3, sync).await
+    }
+
+    /// Starts `n` nodes; a single node gets no `cluster` block (a plain JetStream server
+    /// started the same way, for comparisons).
+    pub async fn start_nodes(n: usize, sync: Sync) -> anyhow::Result<Self> {
+        let nodes = (1..=n)
             .map(|i| Node {
                 name: format!("n{i}"),
                 port: free_port(),
@@ -132,17 +138,22 @@ impl NatsCluster {
             .map(|(_, o)| format!("nats-route://127.0.0.1:{}", o.route_port))
             .collect();
         let store = n.dir.path().join("store");
-        format!(
+        let mut conf = format!(
             "server_name: {name}\nlisten: 127.0.0.1:{port}\n\
-             jetstream {{\n  store_dir: {store:?}\n  {sync}\n}}\n\
-             cluster {{\n  name: {CLUSTER_NAME}\n  listen: 127.0.0.1:{route}\n  \
-             routes: [{routes}]\n}}\n",
+             jetstream {{\n  store_dir: {store:?}\n  {sync}\n}}\n",
             name = n.name,
             port = n.port,
-            route = n.route_port,
             sync = self.sync.config_line(),
-            routes = routes.join(", "),
-        )
+        );
+        if self.len() > 1 {
+            conf += &format!(
+                "cluster {{\n  name: {CLUSTER_NAME}\n  listen: 127.0.0.1:{route}\n  \
+                 routes: [{routes}]\n}}\n",
+                route = n.route_port,
+                routes = routes.join(", "),
+            );
+        }
+        conf
     }
 
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
