@@ -22,6 +22,24 @@ pub enum StartupError {
 }
 
 impl NatsArgs {
+    /// [`NatsArgs::connect_topology`], given up when `shutdown` comes first (`None`): a
+    /// service waiting for a broker that is not up yet must still stop on SIGTERM, since its
+    /// signal handler replaced the default one that would have killed it.
+    pub async fn connect_topology_or_stop(
+        &self,
+        name: &str,
+        max_ack_inflight: usize,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Result<Option<(Client, crate::topology::Topology)>, StartupError> {
+        tokio::select! {
+            r = self.connect_topology(name, max_ack_inflight) => r.map(Some),
+            _ = shutdown.cancelled() => {
+                tracing::info!("stopped before the broker was reached");
+                Ok(None)
+            }
+        }
+    }
+
     /// Connects, then makes sure every stream, consumer and bucket exists: what every service
     /// does first. `max_ack_inflight` bounds un-acked publishes (see [`jetstream_context`]).
     pub async fn connect_topology(

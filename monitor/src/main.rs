@@ -34,7 +34,13 @@ async fn main() -> anyhow::Result<()> {
     jetmail_common::telemetry::init_tracing();
     let args = Args::parse();
     let shutdown = jetmail_common::shutdown::shutdown_token();
-    let (client, topo) = args.nats.connect_topology("jetmail-monitor", 4096).await?;
+    let Some((client, topo)) = args
+        .nats
+        .connect_topology_or_stop("jetmail-monitor", 4096, &shutdown)
+        .await?
+    else {
+        return Ok(());
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

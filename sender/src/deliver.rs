@@ -20,6 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::hold::{self, Admission, Origin};
 use crate::message;
 pub use crate::message::BuildError;
+use crate::recent;
 use crate::smtp::SendOutcome;
 use crate::suppressions;
 use crate::Ctx;
@@ -88,6 +89,11 @@ async fn process(ctx: &Ctx, msg: &Message, lane_session: Option<OwnedSemaphorePe
     let key = topology::sent_key(&m.campaign, m.seq);
     // Only a redelivered or moved message can have been sent already (a move whose original
     // was redelivered after a crash, a hand-back): skip the look-up otherwise.
+    // The broker came back and this sender has not repaired what it may have lost yet (a pull
+    // that outlived the reconnect can still bring messages): send nothing until it has.
+    if ctx.recent.reconnect_pending().is_some() {
+        return hand_back(ctx, msg, delivery, recent::RECONNECT_GRACE).await;
+    }
     // After a broker restart a redelivery can come with a count of 1: `recent` says so.
     if delivery > 1 || origin.held.is_some() || ctx.recent.suspect() {
         if let Ok(Some(_)) = ctx.topo.sent.get(&key).await {

@@ -324,10 +324,7 @@ async fn pull_loop(
     let mut failures = 0u32;
     // The last pull brought nothing: the outbox is idle.
     let mut idle = false;
-    // Connections made by the client so far: one more means the broker came back (or another
-    // server of the cluster took over), and what it acknowledged just before may be lost.
-    let statistics = client.statistics();
-    let mut connects = statistics.connects.load(Ordering::Relaxed);
+    ctx.recent.watch_connects(client.statistics());
     while !shutdown.is_cancelled() {
         if client.connection_state() != async_nats::connection::State::Connected {
             // Start no send whose outcome we could not record.
@@ -337,10 +334,8 @@ async fn pull_loop(
                 _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
             }
         }
-        let now_connects = statistics.connects.load(Ordering::Relaxed);
-        if now_connects != connects {
-            connects = now_connects;
-            recent::recover(ctx, &slots).await;
+        if let Some(connects) = ctx.recent.reconnect_pending() {
+            recent::recover(ctx, &slots, connects).await;
         }
         if let Err(wait) = ctx.any_relay_usable() {
             ctx.set_state(SenderState::Blocked);

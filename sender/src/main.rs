@@ -173,10 +173,13 @@ async fn main() -> anyhow::Result<()> {
         message,
     };
     cfg.validate()?;
-    let (client, topo) = args
+    let Some((client, topo)) = args
         .nats
-        .connect_topology(&format!("jetmail-sender {id}"), 4096)
-        .await?;
+        .connect_topology_or_stop(&format!("jetmail-sender {id}"), 4096, &shutdown)
+        .await?
+    else {
+        return Ok(());
+    };
     if let Some(addr) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

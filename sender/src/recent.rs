@@ -38,6 +38,8 @@ use crate::Ctx;
 pub const RECENT_WINDOW: Duration = Duration::from_secs(60);
 /// Most sends remembered, whatever the rate (about 48 bytes each).
 const RECENT_MAX: usize = 200_000;
+/// How long one repair write is retried (the broker may still be recovering its streams).
+const REPAIR_RETRY_FOR: Duration = Duration::from_secs(60);
 /// Repairs in flight at once after a reconnect.
 const REPAIR_WINDOW: usize = 256;
 /// How long a sender keeps from pulling after its repair: every other sender must have
@@ -65,9 +67,28 @@ struct SentRecently {
 pub struct Recent {
     sent: Mutex<VecDeque<SentRecently>>,
     suspect_until: Mutex<Option<Instant>>,
+    /// The client's connection count, and the count the last recovery answered: one more
+    /// connection means the broker came back (or another server of the cluster took over),
+    /// and what it acknowledged just before may be lost.
+    stats: std::sync::OnceLock<std::sync::Arc<async_nats::Statistics>>,
+    recovered: std::sync::atomic::AtomicU64,
 }
 
 impl Recent {
+    /// Follows the client's connections from now on.
+    pub fn watch_connects(&self, stats: std::sync::Arc<async_nats::Statistics>) {
+        self.recovered
+            .store(stats.connects.load(Ordering::Relaxed), Ordering::Relaxed);
+        let _ = self.stats.set(stats);
+    }
+
+    /// The connection count when a reconnect has not been recovered from yet. Until it is, no
+    /// message may be sent: its delivery count may lie and its ledger entry may be lost.
+    pub fn reconnect_pending(&self) -> Option<u64> {
+        let now = self.stats.get()?.connects.load(Ordering::Relaxed);
+        (now != self.recovered.load(Ordering::Relaxed)).then_some(now)
+    }
+
     /// Remembers an accepted send (called after its ledger entry was written).
     pub fn record(&self, campaign: &str, seq: u64, replay: u32, published_ms: u64) {
         let now = Instant::now();
@@ -119,7 +140,7 @@ impl Recent {
 }
 
 /// Runs the recovery above; returns when this sender may pull again.
-pub async fn recover(ctx: &Ctx, slots: &Semaphore) {
+pub async fn recover(ctx: &Ctx, slots: &Semaphore, connects: u64) {
     let started = Instant::now();
     // Every slot: the sends in flight have finished (and written their ledger entries, which
     // wait for the broker), and nothing new is pulled until the repair is done.
@@ -147,7 +168,9 @@ pub async fn recover(ctx: &Ctx, slots: &Semaphore) {
             let value = value.clone();
             async move {
                 let key = topology::sent_key(campaign, *seq);
-                let put = ctx.topo.sent.put(&key, value).await.is_ok();
+                // A broker that just restarted may accept connections before JetStream has
+                // recovered its streams: keep trying, for as long as an outcome's own writes do.
+                let put = until_ok(|| ctx.topo.sent.put(&key, value.clone())).await;
                 let ev = DeliveryEvent {
                     v: WIRE_VERSION,
                     campaign: campaign.to_string(),
@@ -159,9 +182,7 @@ pub async fn recover(ctx: &Ctx, slots: &Semaphore) {
                     published_ms: *published_ms,
                 };
                 let id = topology::event_msg_id(campaign, *seq, *replay, Outcome::Sent, None);
-                let event = outcomes::publish_event(&ctx.topo.js, &ev, &id)
-                    .await
-                    .is_ok();
+                let event = until_ok(|| outcomes::publish_event(&ctx.topo.js, &ev, &id)).await;
                 put && event
             }
         })
@@ -170,6 +191,7 @@ pub async fn recover(ctx: &Ctx, slots: &Semaphore) {
         .count()
         .await;
     tokio::time::sleep(RECONNECT_GRACE).await;
+    ctx.recent.recovered.store(connects, Ordering::Relaxed);
     // The redeliveries come first of all once pulling resumes; a late one after the ack wait.
     ctx.recent
         .suspect_for(SUSPECT_AFTER_GRACE.max(ctx.policy.ack_wait * 2));
@@ -180,6 +202,26 @@ pub async fn recover(ctx: &Ctx, slots: &Semaphore) {
         ms = started.elapsed().as_millis() as u64,
         "reconnected: recent outcomes written again; checking every delivery against the ledger for one ack wait"
     );
+}
+
+/// Retries a repair write for up to a minute; true once it succeeded.
+async fn until_ok<T, E, F, Fut>(mut write: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let give_up = Instant::now() + REPAIR_RETRY_FOR;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        if write().await.is_ok() {
+            return true;
+        }
+        if Instant::now() >= give_up {
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
 }
 
 #[cfg(test)]

@@ -94,7 +94,13 @@ async fn main() -> anyhow::Result<()> {
         login_limits: Default::default(),
     };
     let shutdown = jetmail_common::shutdown::shutdown_token();
-    let (_client, topo) = args.nats.connect_topology("jetmail-webui", 4096).await?;
+    let Some((_client, topo)) = args
+        .nats
+        .connect_topology_or_stop("jetmail-webui", 4096, &shutdown)
+        .await?
+    else {
+        return Ok(());
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

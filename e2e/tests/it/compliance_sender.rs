@@ -399,8 +399,10 @@ fn a_bad_dkim_key_stops_the_sender_at_start() -> anyhow::Result<()> {
             "{file}: expected {expected:?} in {stderr}"
         );
     }
-    // And a good one passes the check (then fails on the missing broker, not the key).
-    let out = Command::new(bin_path("jetmail-sender")?)
+    // And a good one passes the check: the sender goes on to wait for the missing broker
+    // (services wait for a broker that is not up yet) instead of exiting on the key.
+    let log = p("good.log");
+    let mut child = Command::new(bin_path("jetmail-sender")?)
         .args([
             "--nats-url",
             "nats://127.0.0.1:1",
@@ -409,9 +411,34 @@ fn a_bad_dkim_key_stops_the_sender_at_start() -> anyhow::Result<()> {
         ])
         .args(["--dkim-selector", "s1", "--dkim-key"])
         .arg(p("ed.pem"))
-        .output()?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let exited = child.try_wait()?;
+    // Waiting for the broker, it still stops on SIGTERM (its handler replaced the default).
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let stopped = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&log)?;
+    assert!(exited.is_none(), "a good key stopped the sender: {stderr}");
     assert!(!stderr.contains("DKIM key"), "{stderr}");
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "SIGTERM while waiting for the broker: {stopped:?}"
+    );
     Ok(())
 }
 
