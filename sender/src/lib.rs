@@ -205,6 +205,9 @@ impl SenderConfig {
     }
 }
 
+/// How long shutdown waits for each background task (watches, heartbeats) once cancelled.
+const BACKGROUND_STOP: Duration = Duration::from_secs(2);
+
 /// How long one pull request waits for messages when the queue is empty.
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
 
@@ -295,10 +298,14 @@ pub async fn run(
     }
     ctx.set_state(SenderState::Stopped);
     background.cancel();
-    let _ = watch.await;
-    let _ = limits.await;
-    let _ = suppressed.await;
-    let _ = beats.await; // publishes the final `stopped` heartbeat
+    // The watches may be inside a broker request when cancelled (each gives up after the
+    // context's 10 s timeout when the broker is gone): they hold nothing worth waiting for.
+    for task in [watch, limits, suppressed] {
+        if tokio::time::timeout(BACKGROUND_STOP, task).await.is_err() {
+            tracing::debug!("a background watch did not stop in time; leaving it");
+        }
+    }
+    let _ = tokio::time::timeout(BACKGROUND_STOP, beats).await; // the final `stopped` heartbeat
     jetmail_common::config::flush_before_exit(&client, Duration::from_secs(5)).await;
     tracing::info!("sender stopped");
     Ok(())
