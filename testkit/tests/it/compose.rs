@@ -95,17 +95,27 @@ fn compose() -> serde_yaml::Value {
 }
 
 #[test]
-fn compose_publishes_only_the_web_ui_checks_health_and_passes_secrets_as_files() {
+fn compose_publishes_only_the_web_ui_and_the_unsubscribe_port_checks_health_and_passes_secrets_as_files(
+) {
     let doc = compose();
     let services = doc["services"].as_mapping().expect("services");
     let declared = doc["secrets"].as_mapping().expect("top-level secrets");
     for (name, svc) in services {
         let name = name.as_str().unwrap();
         let ports = svc.get("ports").and_then(|p| p.as_sequence());
-        if name == "webui" {
-            assert_eq!(ports.map(|p| p.len()), Some(1), "webui publishes its port");
-        } else {
-            assert!(ports.is_none(), "{name} publishes a port");
+        // The web UI, and ingest's public listener (the unsubscribe routes) alone: never the
+        // API (8080), NATS or its monitoring.
+        let published: Vec<&str> = ports
+            .map(|p| p.iter().filter_map(|p| p.as_str()).collect())
+            .unwrap_or_default();
+        match name {
+            "webui" => assert_eq!(published, ["8090:8090"], "webui publishes its port"),
+            "ingest" => assert_eq!(
+                published,
+                ["8091:8091"],
+                "ingest publishes its public port only"
+            ),
+            _ => assert!(published.is_empty(), "{name} publishes a port"),
         }
         assert!(
             svc.get("healthcheck").is_some(),
