@@ -13,6 +13,7 @@ pub mod lanes;
 pub mod message;
 pub mod metrics;
 pub mod recent;
+pub mod settle;
 pub mod smtp;
 pub mod suppressions;
 pub mod throttle;
