@@ -5,13 +5,12 @@
 
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use jetmail_common::metrics::{
     CAMPAIGNS, CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED, DEAD_MESSAGES,
     HELD_MESSAGES, OUTBOX_MESSAGES, SENDERS,
 };
 use jetmail_common::store::StoreError;
-use jetmail_common::topology::{self, CampaignsKey, Topology};
+use jetmail_common::topology::{self, Topology};
 use jetmail_common::wire::{CampaignRecord, CampaignStatus, SenderState};
 use metrics::gauge;
 use tokio_util::sync::CancellationToken;
@@ -79,20 +78,11 @@ pub async fn refresh(topo: &Topology) -> Result<(), StoreError> {
     gauge!(CONSUMER_ACK_PENDING).set(info.num_ack_pending as f64);
     gauge!(CONSUMER_REDELIVERED).set(info.num_redelivered as f64);
 
-    let keys: Vec<String> = topo
-        .campaigns
-        .keys()
-        .await
-        .map_err(StoreError::broker)?
-        .try_collect()
-        .await
-        .map_err(StoreError::broker)?;
+    let ids = jetmail_common::records::list_campaign_ids(topo).await?;
     let mut by_status = [0u64; STATUSES.len()];
-    for key in &keys {
-        if !matches!(CampaignsKey::parse(key), Some(CampaignsKey::Record(_))) {
-            continue;
-        }
-        let Some(bytes) = topo.campaigns.get(key).await.map_err(StoreError::broker)? else {
+    for id in &ids {
+        let key = topology::campaign_key(id);
+        let Some(bytes) = topo.campaigns.get(&key).await.map_err(StoreError::broker)? else {
             continue;
         };
         if let Ok(rec) = serde_json::from_slice::<CampaignRecord>(&bytes) {

@@ -9,9 +9,8 @@
 
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use jetmail_common::store::StoreError;
-use jetmail_common::topology::{self, CampaignsKey, Topology};
+use jetmail_common::topology::{self, Topology};
 use jetmail_common::wire::{CampaignProgress, CampaignRecord, CampaignStatus};
 use tokio_util::sync::CancellationToken;
 
@@ -56,22 +55,13 @@ pub async fn remove_finished(
     now_ms: u64,
 ) -> Result<Removed, StoreError> {
     let cutoff = now_ms.saturating_sub(retain.as_millis() as u64);
-    let keys: Vec<String> = topo
-        .campaigns
-        .keys()
-        .await
-        .map_err(StoreError::broker)?
-        .try_collect()
-        .await
-        .map_err(StoreError::broker)?;
+    let ids = jetmail_common::records::list_campaign_ids(topo).await?;
     let mut removed = Removed::default();
-    for key in &keys {
-        let Some(CampaignsKey::Record(id)) = CampaignsKey::parse(key) else {
-            continue;
-        };
+    for id in &ids {
+        let key = topology::campaign_key(id);
         let Some(entry) = topo
             .campaigns
-            .entry(key)
+            .entry(&key)
             .await
             .map_err(StoreError::broker)?
         else {
