@@ -168,20 +168,29 @@ pub struct Topology {
     pub options: TopologyOptions,
 }
 
-pub fn outbox_config() -> stream::Config {
+/// A work queue of recipients: file storage, and when full it refuses (discard `new`), so
+/// ingest or the sender moving a recipient gets an error it reports; nothing is dropped.
+fn work_queue_config(name: &str, description: &str, subject: String) -> stream::Config {
     stream::Config {
-        name: OUTBOX_STREAM.into(),
-        description: Some("jetmail: one message per recipient still to deliver".into()),
-        subjects: vec![outbox_filter()],
+        name: name.into(),
+        description: Some(description.into()),
+        subjects: vec![subject],
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
-        // Full means ingest gets an error it reports to its caller; nothing is dropped.
         discard: stream::DiscardPolicy::New,
         duplicate_window: OUTBOX_DUPLICATE_WINDOW,
         max_bytes: OUTBOX_MAX_BYTES,
         max_messages: OUTBOX_MAX_MESSAGES,
         ..Default::default()
     }
+}
+
+pub fn outbox_config() -> stream::Config {
+    work_queue_config(
+        OUTBOX_STREAM,
+        "jetmail: one message per recipient still to deliver",
+        outbox_filter(),
+    )
 }
 
 pub fn events_config() -> stream::Config {
@@ -232,18 +241,11 @@ pub fn advisories_consumer_config() -> consumer::pull::Config {
 }
 
 pub fn held_config() -> stream::Config {
-    stream::Config {
-        name: HELD_STREAM.into(),
-        description: Some("jetmail: recipients waiting for a limit or a send-at time".into()),
-        subjects: vec![held_filter()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        discard: stream::DiscardPolicy::New,
-        duplicate_window: OUTBOX_DUPLICATE_WINDOW,
-        max_bytes: OUTBOX_MAX_BYTES,
-        max_messages: OUTBOX_MAX_MESSAGES,
-        ..Default::default()
-    }
+    work_queue_config(
+        HELD_STREAM,
+        "jetmail: recipients waiting for a limit or a send-at time",
+        held_filter(),
+    )
 }
 
 /// The consumer of one held scope: the fleet's policy, like the senders consumer, and removed
