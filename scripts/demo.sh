@@ -32,10 +32,22 @@ sleep 1
 TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 printf 'webui %s admin\n' "$TOKEN" >"$DIR/api-tokens"
 printf '%s\n' "$TOKEN" >"$DIR/webui-ingest-token"
-start ingest "$BIN/jetmail-ingest" serve --listen 127.0.0.1:8080 --api-tokens-file "$DIR/api-tokens"
+# One-click unsubscribe: a secret every ingest shares (README, "Sending like a good citizen");
+# the links in the demo mail point at this ingest's public routes.
+head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/unsubscribe-secret"
+UNSUB=(--public-url http://127.0.0.1:8080 --unsubscribe-secret-file "$DIR/unsubscribe-secret")
+start ingest "$BIN/jetmail-ingest" serve --listen 127.0.0.1:8080 --api-tokens-file "$DIR/api-tokens" \
+  "${UNSUB[@]}"
 start monitor "$BIN/jetmail-monitor" --listen 127.0.0.1:8081
+# DKIM: an Ed25519 key for example.com, selector demo (README shows how to publish its record).
+DKIM=()
+if command -v openssl >/dev/null 2>&1; then
+  openssl genpkey -algorithm ed25519 -out "$DIR/dkim-demo.pem" 2>/dev/null &&
+    DKIM=(--dkim-selector demo --dkim-key "$DIR/dkim-demo.pem")
+fi
 for i in 1 2 3; do
-  start "sender$i" "$BIN/jetmail-sender" --smtp-url smtp://127.0.0.1:2525 --id "demo-sender-$i"
+  start "sender$i" "$BIN/jetmail-sender" --smtp-url smtp://127.0.0.1:2525 --id "demo-sender-$i" \
+    "${DKIM[@]}"
 done
 start webui "$BIN/jetmail-webui" --ingest-url http://127.0.0.1:8080 --listen 127.0.0.1:8090 \
   --ingest-token-file "$DIR/webui-ingest-token"
@@ -43,7 +55,7 @@ sleep 1
 
 "$BIN/jetmail-ingest" submit --from 'jetmail demo <demo@example.com>' \
   --subject 'Welcome, {{ name }}' --text examples/welcome.txt --html examples/welcome.html \
-  --recipients examples/recipients.csv --campaign-id demo
+  --recipients examples/recipients.csv --campaign-id demo "${UNSUB[@]}"
 
 for _ in $(seq 1 60); do
   status=$("$BIN/jetmail-ingest" status demo 2>/dev/null | sed -n 's/^  "status": "\(.*\)",/\1/p')
@@ -55,7 +67,7 @@ echo "campaign demo is ${status:-unknown}; $(ls "$DIR/mail" | wc -l) messages de
 ls "$DIR/mail"
 echo
 echo "---- first message ----"
-head -c 1500 "$(ls "$DIR"/mail/*.eml | head -1)"
+head -c 2400 "$(ls "$DIR"/mail/*.eml | head -1)"
 echo
 echo "----"
 echo "web UI: http://127.0.0.1:8090 (password: $JETMAIL_WEBUI_PASSWORD)   ingest API: http://127.0.0.1:8080"
