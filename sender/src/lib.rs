@@ -249,6 +249,11 @@ pub async fn run(
     let background = CancellationToken::new();
     let watch = tokio::spawn(ctx.campaigns.clone().watch(background.clone()));
     let limits = tokio::spawn(ctx.throttle.clone().watch(background.clone()));
+    let elections = tokio::spawn(recent::watch_elections(
+        ctx.clone(),
+        client.clone(),
+        background.clone(),
+    ));
     let beats = tokio::spawn(heartbeat::run(
         ctx.clone(),
         client.clone(),
@@ -301,7 +306,7 @@ pub async fn run(
     background.cancel();
     // The watches may be inside a broker request when cancelled (each gives up after the
     // context's 10 s timeout when the broker is gone): they hold nothing worth waiting for.
-    for task in [watch, limits, suppressed] {
+    for task in [watch, limits, suppressed, elections] {
         if tokio::time::timeout(BACKGROUND_STOP, task).await.is_err() {
             tracing::debug!("a background watch did not stop in time; leaving it");
         }

@@ -73,6 +73,20 @@ impl<'a> HeldSubject<'a> {
     }
 }
 
+/// The broker's advisories that a stream or consumer a sender depends on has a new leader: in
+/// a cluster the new leader may not have the last acks and ledger writes the old one
+/// acknowledged, so a sender treats one like a reconnect (`sender/src/recent.rs`).
+pub fn leader_elected_advisories() -> Vec<String> {
+    let stream = |s: &str| format!("$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{s}");
+    vec![
+        stream(OUTBOX_STREAM),
+        stream(HELD_STREAM),
+        stream(&format!("KV_{SENT_BUCKET}")),
+        format!("$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{OUTBOX_STREAM}.{SENDERS_CONSUMER}"),
+        format!("$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{HELD_STREAM}.*"),
+    ]
+}
+
 /// The parts of an outbox subject, parsed by [`OutboxSubject::parse`] and nowhere else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxSubject<'a> {
