@@ -73,7 +73,7 @@ impl<'a> HeldSubject<'a> {
     }
 }
 
-/// The broker's advisories that a stream or consumer a sender depends on has a new leader: in
+/// The broker's advisories that a stream or the consumer a sender depends on has a new leader: in
 /// a cluster the new leader may not have the last acks and ledger writes the old one
 /// acknowledged, so a sender treats one like a reconnect (`sender/src/recent.rs`).
 pub fn leader_elected_advisories() -> Vec<String> {
@@ -83,7 +83,9 @@ pub fn leader_elected_advisories() -> Vec<String> {
         stream(HELD_STREAM),
         stream(&format!("KV_{SENT_BUCKET}")),
         format!("$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{OUTBOX_STREAM}.{SENDERS_CONSUMER}"),
-        format!("$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{HELD_STREAM}.*"),
+        // Not the held consumers': lanes create them on demand (a fresh consumer's election
+        // is no loss, and would pause the fleet), and a held message's ledger entry is always
+        // checked before it is sent.
     ]
 }
 
