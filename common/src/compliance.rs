@@ -99,7 +99,26 @@ pub fn suppression_key(normalized: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    format!("s.{hex}")
+    format!("{SUPPRESSION_KEY_PREFIX}{hex}")
+}
+
+const SUPPRESSION_KEY_PREFIX: &str = "s.";
+
+/// The 128 bits a [`suppression_key`] spells (`s.` and 32 hex digits): what ingest and the
+/// sender keep in memory for a suppression check without a broker round trip. `None` for any
+/// other key.
+pub fn suppression_key_bits(key: &str) -> Option<u128> {
+    let hex = key.strip_prefix(SUPPRESSION_KEY_PREFIX)?;
+    if hex.len() != 32 {
+        return None;
+    }
+    u128::from_str_radix(hex, 16).ok()
+}
+
+/// The in-memory key of an address; `None` for an address that does not parse (it cannot be
+/// on the list either: every entry is normalised).
+pub fn address_key_bits(raw: &str) -> Option<u128> {
+    suppression_key_bits(&suppression_key(&normalize_address(raw).ok()?))
 }
 
 /// What an unsubscribe token says: this address asked to leave, from this campaign.
@@ -206,6 +225,11 @@ mod tests {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.'));
         assert!(normalize_address("not an address").is_err());
+        let bits = suppression_key_bits(&suppression_key(&a)).unwrap();
+        assert_eq!(address_key_bits("Ann@Bücher.Example"), Some(bits));
+        assert_eq!(suppression_key_bits("x.00"), None);
+        assert_eq!(suppression_key_bits("s.zz"), None);
+        assert_eq!(address_key_bits("not an address"), None);
     }
 
     #[test]

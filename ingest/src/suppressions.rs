@@ -17,7 +17,8 @@ use futures::{StreamExt, TryStreamExt};
 use jetmail_common::address::AddressError;
 use jetmail_common::api::{SuppressReport, SuppressionList, SuppressionQuery};
 use jetmail_common::compliance::{
-    normalize_address, suppression_key, Suppression, SuppressionReason,
+    address_key_bits, normalize_address, suppression_key, suppression_key_bits, Suppression,
+    SuppressionReason,
 };
 use jetmail_common::store::StoreError;
 use jetmail_common::topology::{self, Topology};
@@ -208,9 +209,14 @@ pub async fn import<R: Read + Send + 'static>(
     Ok(report)
 }
 
-/// Calls `each` with every entry of the list, in no particular order, reading the bucket's
-/// stream once (last value per key) rather than one request per key.
-pub async fn scan(topo: &Topology, mut each: impl FnMut(Suppression)) -> Result<(), StoreError> {
+/// Reads the bucket's stream once, last value per key, and calls `each` with the key and (unless
+/// `headers_only`) the value of every entry still present: one pass rather than one request per
+/// key.
+async fn scan_entries(
+    topo: &Topology,
+    headers_only: bool,
+    mut each: impl FnMut(&str, &[u8]),
+) -> Result<(), StoreError> {
     let mut stream = topo.suppressions.stream.clone();
     let info = stream.info().await.map_err(StoreError::broker)?;
     if info.state.messages == 0 {
@@ -220,6 +226,7 @@ pub async fn scan(topo: &Topology, mut each: impl FnMut(Suppression)) -> Result<
         .create_consumer(OrderedConfig {
             deliver_policy: DeliverPolicy::LastPerSubject,
             filter_subject: format!("{}>", topo.suppressions.prefix),
+            headers_only,
             ..Default::default()
         })
         .await
@@ -233,19 +240,30 @@ pub async fn scan(topo: &Topology, mut each: impl FnMut(Suppression)) -> Result<
             .and_then(|h| h.get(KV_OPERATION_HEADER))
             .is_some_and(|op| op.as_str() != "PUT");
         if !deleted {
-            match serde_json::from_slice::<Suppression>(&m.payload) {
-                Ok(s) => each(s),
-                // One bad entry must not hide the list; it still suppresses its address.
-                Err(e) => {
-                    tracing::error!(subject = %m.subject, error = %e, "unreadable suppression entry")
-                }
-            }
+            let key = m
+                .subject
+                .as_str()
+                .strip_prefix(topo.suppressions.prefix.as_str())
+                .unwrap_or_default();
+            each(key, &m.payload);
         }
         if pending == 0 {
             break;
         }
     }
     Ok(())
+}
+
+/// Calls `each` with every entry of the list, in no particular order.
+pub async fn scan(topo: &Topology, mut each: impl FnMut(Suppression)) -> Result<(), StoreError> {
+    scan_entries(topo, false, |key, value| {
+        match serde_json::from_slice::<Suppression>(value) {
+            Ok(s) => each(s),
+            // One bad entry must not hide the list; it still suppresses its address.
+            Err(e) => tracing::error!(%key, error = %e, "unreadable suppression entry"),
+        }
+    })
+    .await
 }
 
 /// The entries matching `q`, sorted by address, at most `q.limit` of them.
@@ -289,41 +307,13 @@ pub struct SuppressedSet(HashSet<u128>);
 impl SuppressedSet {
     pub async fn load(topo: &Topology) -> Result<Self, StoreError> {
         let mut set = HashSet::new();
-        let mut stream = topo.suppressions.stream.clone();
-        let info = stream.info().await.map_err(StoreError::broker)?;
-        if info.state.messages == 0 {
-            return Ok(Self(set));
-        }
-        set.reserve(info.state.messages as usize);
-        // Headers only, last value per key: the keys are in the subjects, so no value
-        // crosses the wire.
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                deliver_policy: DeliverPolicy::LastPerSubject,
-                filter_subject: format!("{}>", topo.suppressions.prefix),
-                headers_only: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(StoreError::broker)?;
-        let mut messages = consumer.messages().await.map_err(StoreError::broker)?;
-        while let Some(m) = messages.try_next().await.map_err(StoreError::broker)? {
-            let pending = m.info().map(|i| i.pending).unwrap_or(0);
-            let deleted = m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(KV_OPERATION_HEADER))
-                .is_some_and(|op| op.as_str() != "PUT");
-            if !deleted {
-                let key = m.subject.as_str().rsplit('.').next().unwrap_or("");
-                if let Ok(bits) = u128::from_str_radix(key, 16) {
-                    set.insert(bits);
-                }
+        // Headers only: the keys are in the subjects, so no value crosses the wire.
+        scan_entries(topo, true, |key, _| {
+            if let Some(bits) = suppression_key_bits(key) {
+                set.insert(bits);
             }
-            if pending == 0 {
-                break;
-            }
-        }
+        })
+        .await?;
         Ok(Self(set))
     }
 
@@ -337,19 +327,8 @@ impl SuppressedSet {
 
     /// Whether the address `email` (as a recipient reader accepted it) is suppressed.
     pub fn contains(&self, email: &str) -> bool {
-        if self.0.is_empty() {
-            return false;
-        }
-        normalize_address(email)
-            .ok()
-            .and_then(|a| key_bits(&suppression_key(&a)))
-            .is_some_and(|k| self.0.contains(&k))
+        !self.0.is_empty() && address_key_bits(email).is_some_and(|k| self.0.contains(&k))
     }
-}
-
-/// The 128 bits of a `s.<32 hex>` key.
-fn key_bits(key: &str) -> Option<u128> {
-    u128::from_str_radix(key.strip_prefix("s.")?, 16).ok()
 }
 
 /// The `suppressed` event that settles recipient `seq` of `campaign` skipped at submit, as
@@ -384,11 +363,8 @@ mod tests {
     #[test]
     fn keys_parse_to_their_bits() {
         let k = suppression_key("ann@example.com");
-        assert!(key_bits(&k).is_some());
-        assert_eq!(key_bits("x.00"), None);
-        assert_eq!(key_bits("s.zz"), None);
         let mut set = SuppressedSet::default();
-        set.0.insert(key_bits(&k).unwrap());
+        set.0.insert(suppression_key_bits(&k).unwrap());
         assert!(set.contains("ann@EXAMPLE.com"));
         assert!(!set.contains("Ann@example.com"));
         assert!(!set.contains("bob@example.com"));

@@ -3,7 +3,8 @@
 
 use std::time::Instant;
 
-use jetmail_sender::suppressions::{address_bits, Suppressions};
+use jetmail_common::compliance::address_key_bits;
+use jetmail_sender::suppressions::Suppressions;
 
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -25,7 +26,7 @@ fn main() {
     let set = Suppressions::new();
     let started = Instant::now();
     for i in 0..n {
-        set.insert_for_bench(address_bits(&format!("gone{i}@suppressed.example")).unwrap());
+        set.insert_for_bench(address_key_bits(&format!("gone{i}@suppressed.example")).unwrap());
     }
     println!(
         "{n} entries: built in {:.2}s, +{:.1} MiB RSS",

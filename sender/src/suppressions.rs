@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use jetmail_common::compliance::{
-    normalize_address, suppression_key, Suppression, SuppressionReason,
+    address_key_bits, normalize_address, suppression_key, suppression_key_bits, Suppression,
+    SuppressionReason,
 };
 use jetmail_common::wire::{OutboxMessage, WIRE_VERSION};
 use tokio::sync::Notify;
@@ -32,22 +33,6 @@ pub struct Suppressions {
     loaded_notify: Notify,
 }
 
-/// The 128 bits of a `s.<32 hex>` key; `None` for any other key.
-pub fn key_bits(key: &str) -> Option<u128> {
-    let hex = key.strip_prefix("s.")?;
-    if hex.len() != 32 {
-        return None;
-    }
-    u128::from_str_radix(hex, 16).ok()
-}
-
-/// The set key of an address, `None` for an address that does not parse (it cannot be on the
-/// list either: ingest normalises every entry).
-pub fn address_bits(email: &str) -> Option<u128> {
-    let normalized = normalize_address(email).ok()?;
-    key_bits(&suppression_key(&normalized))
-}
-
 impl Suppressions {
     pub fn new() -> Self {
         Self::default()
@@ -55,7 +40,7 @@ impl Suppressions {
 
     /// True when `email` is on the list. Costs parsing the address, a SHA-256 and a look-up.
     pub fn contains(&self, email: &str) -> bool {
-        address_bits(email).is_some_and(|k| self.keys.read().unwrap().contains(&k))
+        address_key_bits(email).is_some_and(|k| self.keys.read().unwrap().contains(&k))
     }
 
     pub fn len(&self) -> usize {
@@ -142,7 +127,7 @@ impl Suppressions {
                 };
                 match next {
                     Some(Ok(entry)) => {
-                        if let Some(k) = key_bits(&entry.key) {
+                        if let Some(k) = suppression_key_bits(&entry.key) {
                             if entry.operation == kv::Operation::Put {
                                 self.insert(k);
                             } else {
@@ -190,7 +175,7 @@ impl Suppressions {
             detail: Some(reply.to_string()),
         };
         let value = serde_json::to_vec(&entry).expect("a suppression serialises");
-        if let Some(k) = key_bits(&key) {
+        if let Some(k) = suppression_key_bits(&key) {
             self.insert(k);
         }
         match store.create(&key, value.into()).await {
@@ -281,11 +266,11 @@ mod tests {
     fn keys_round_trip_through_bits() {
         let a = normalize_address("Ann@Bücher.Example").unwrap();
         let k = suppression_key(&a);
-        let bits = key_bits(&k).unwrap();
+        let bits = suppression_key_bits(&k).unwrap();
         assert_eq!(format!("s.{bits:032x}"), k);
-        assert_eq!(address_bits("Ann@xn--bcher-kva.example"), Some(bits));
-        assert_eq!(key_bits("s.zz"), None);
-        assert_eq!(key_bits("other"), None);
+        assert_eq!(address_key_bits("Ann@xn--bcher-kva.example"), Some(bits));
+        assert_eq!(suppression_key_bits("s.zz"), None);
+        assert_eq!(suppression_key_bits("other"), None);
         let s = Suppressions::new();
         s.insert(bits);
         assert!(s.contains("Ann@BÜCHER.example"));
