@@ -22,6 +22,28 @@ pub use stack::{apply_senders_policy, policy, Stack};
 pub use throttle::{per_second, rate_between, RateReport};
 
 /// A free TCP port on 127.0.0.1 (bound, then released: good enough for one test run).
+/// One HTTP/1.1 request to `127.0.0.1:port` on a fresh connection; the body of the answer if
+/// its status is 2xx, `None` otherwise (or when nothing answers).
+pub async fn http_request(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.split(' ')
+        .nth(1)?
+        .starts_with('2')
+        .then(|| body.to_string())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -197,6 +197,30 @@ impl Stack {
         Ok(out)
     }
 
+    /// Runs `jetmail-ingest ARGS…` against this stack's broker; its stdout and stderr, or an
+    /// error with its stderr when it exits non-zero.
+    pub fn ingest(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = std::process::Command::new(crate::bin_path("jetmail-ingest")?)
+            .args(self.nats.service_args("ingest"))
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "jetmail-ingest {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+
+    /// `jetmail-ingest control ACTION CAMPAIGN`.
+    pub fn control(&self, action: &str, campaign: &str) -> anyhow::Result<()> {
+        self.ingest(&["control", action, campaign]).map(|_| ())
+    }
+
     pub async fn record(&self, id: &str) -> Option<CampaignRecord> {
         load_record(&self.topo, id)
             .await

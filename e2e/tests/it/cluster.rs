@@ -13,7 +13,6 @@ use jetmail_common::records::load_record;
 use jetmail_common::topology::{self, TopologyOptions, OUTBOX_STREAM, SENT_BUCKET};
 use jetmail_common::wire::{CampaignStatus, SenderHealth, SenderState};
 use jetmail_testkit::{free_port, policy, wait_for, NatsCluster, Service, SmtpSink, TempDir};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const N: usize = 20_000;
 const SENDERS: usize = 3;
@@ -192,7 +191,7 @@ impl ClusterStack {
             "the monitor to see every sender up",
             Duration::from_secs(30),
             || async {
-                let body = http(port, "GET", "/v1/senders", "").await?;
+                let body = jetmail_testkit::http_request(port, "GET", "/v1/senders", "").await?;
                 let health: Vec<SenderHealth> = serde_json::from_str(&body).ok()?;
                 let up = health.iter().filter(|h| h.state == SenderState::Up).count();
                 (up == SENDERS).then_some(())
@@ -201,7 +200,7 @@ impl ClusterStack {
         .await?;
         let webui = self.webui_port;
         wait_for("the web UI to answer", Duration::from_secs(10), || {
-            http(webui, "GET", "/healthz", "")
+            jetmail_testkit::http_request(webui, "GET", "/healthz", "")
         })
         .await?;
         let campaign = serde_json::json!({
@@ -212,7 +211,7 @@ impl ClusterStack {
         let ingest = self.ingest_port;
         let body = campaign.to_string();
         wait_for("ingest to take a campaign", Duration::from_secs(30), || {
-            http(ingest, "POST", "/v1/campaigns", &body)
+            jetmail_testkit::http_request(ingest, "POST", "/v1/campaigns", &body)
         })
         .await?;
         self.wait_done("after").await
@@ -221,26 +220,6 @@ impl ClusterStack {
 
 fn strings(s: &[&str]) -> Vec<String> {
     s.iter().map(|s| s.to_string()).collect()
-}
-
-/// One HTTP/1.1 request on a fresh connection; the body of the answer, if it is a 2xx.
-async fn http(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).await.ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    head.split(' ')
-        .nth(1)?
-        .starts_with('2')
-        .then(|| body.to_string())
 }
 
 /// Waits until the relay has received `n` messages.

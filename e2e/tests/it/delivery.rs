@@ -177,7 +177,7 @@ async fn a_long_pause_never_turns_recipients_into_dead_letters() -> anyhow::Resu
         Stack::start_with_policy(0, &policy("200ms", "4s"), &["--send-timeout", "1s"]).await?;
     let csv = stack.write_csv("p.csv", N)?;
     stack.submit(&csv, "longpause", &[])?;
-    control(&stack, "pause", "longpause")?;
+    stack.control("pause", "longpause")?;
     stack.spawn_sender("s1", &[])?;
     stack.spawn_sender("s2", &[])?;
     wait_for(
@@ -190,7 +190,7 @@ async fn a_long_pause_never_turns_recipients_into_dead_letters() -> anyhow::Resu
     assert_eq!(held, N as u64, "all waiting in MAIL_HELD");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(stack.sink.total(), 0, "nothing sent while paused");
-    control(&stack, "resume", "longpause")?;
+    stack.control("resume", "longpause")?;
     let p = stack
         .wait_done("longpause", Duration::from_secs(90))
         .await?;
@@ -203,17 +203,5 @@ async fn a_long_pause_never_turns_recipients_into_dead_letters() -> anyhow::Resu
     assert!(stack.dead_letters().await?.is_empty());
     assert_eq!(stack.sink.distinct(), N);
     assert_eq!(stack.sink.duplicates(), 0);
-    Ok(())
-}
-
-fn control(stack: &Stack, action: &str, campaign: &str) -> anyhow::Result<()> {
-    let out = std::process::Command::new(jetmail_testkit::bin_path("jetmail-ingest")?)
-        .args(["--nats-url", &stack.nats.url(), "control", action, campaign])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     Ok(())
 }

@@ -406,7 +406,7 @@ async fn pause_resume_and_cancel() -> anyhow::Result<()> {
         (stack.sink.total() > 300).then_some(())
     })
     .await?;
-    control(&stack, "pause", "pz")?;
+    stack.control("pause", "pz")?;
     // Sends already on the wire finish; after that nothing moves.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let at_pause = stack.sink.total();
@@ -416,7 +416,7 @@ async fn pause_resume_and_cancel() -> anyhow::Result<()> {
         at_pause,
         "nothing may be sent while paused"
     );
-    control(&stack, "resume", "pz")?;
+    stack.control("resume", "pz")?;
     stack.wait_done("pz", Duration::from_secs(120)).await?;
     assert_eq!(stack.sink.distinct(), N);
     assert_eq!(stack.sink.duplicates(), 0);
@@ -432,7 +432,7 @@ async fn pause_resume_and_cancel() -> anyhow::Result<()> {
         (stack.sink.total() > before + 300).then_some(())
     })
     .await?;
-    control(&stack, "cancel", "cx")?;
+    stack.control("cancel", "cx")?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let at_cancel = stack.sink.total();
     let p = wait_for(
@@ -454,18 +454,6 @@ async fn pause_resume_and_cancel() -> anyhow::Result<()> {
     println!(
         "FAULT pause/cancel: paused at {at_pause}, cancelled {} of {N}",
         p.cancelled
-    );
-    Ok(())
-}
-
-fn control(stack: &Stack, action: &str, campaign: &str) -> anyhow::Result<()> {
-    let out = std::process::Command::new(jetmail_testkit::bin_path("jetmail-ingest")?)
-        .args(["--nats-url", &stack.nats.url(), "control", action, campaign])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
 }
@@ -634,23 +622,6 @@ async fn pending_retries_never_stall_healthy_senders() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ingest(stack: &Stack, args: &[&str]) -> anyhow::Result<String> {
-    let out = std::process::Command::new(jetmail_testkit::bin_path("jetmail-ingest")?)
-        .args(["--nats-url", &stack.nats.url()])
-        .args(args)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    ))
-}
-
 /// Dead letters keep their reason; a replay delivers them once the cause is gone, removes them
 /// from MAIL_DEAD and moves the counters back; a header injected through a variable is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -692,38 +663,32 @@ async fn dead_letters_are_listed_replayed_and_purged() -> anyhow::Result<()> {
     assert!(evil.reason.contains("header injection"), "{}", evil.reason);
     assert!(!stack.sink.counts().contains_key("victim@example.com"));
 
-    let listed = ingest(
-        &stack,
-        &[
-            "dead",
-            "list",
-            "--campaign",
-            "dl",
-            "--reason",
-            "not allowed here",
-        ],
-    )?;
+    let listed = stack.ingest(&[
+        "dead",
+        "list",
+        "--campaign",
+        "dl",
+        "--reason",
+        "not allowed here",
+    ])?;
     assert!(listed.contains("5 dead letters match"), "{listed}");
     // The relay knows them now: replay those five.
     stack.sink.set_faults(|f| f.reject_with.clear());
-    let replayed = ingest(
-        &stack,
-        &[
-            "dead",
-            "replay",
-            "--campaign",
-            "dl",
-            "--reason",
-            "not allowed here",
-        ],
-    )?;
+    let replayed = stack.ingest(&[
+        "dead",
+        "replay",
+        "--campaign",
+        "dl",
+        "--reason",
+        "not allowed here",
+    ])?;
     assert!(replayed.contains("replayed 5"), "{replayed}");
     let p = stack.wait_done("dl", Duration::from_secs(60)).await?;
     assert_eq!((p.sent, p.failed), (20, 1), "{p:?}");
     for r in &rejected {
         assert_eq!(stack.sink.counts().get(r), Some(&1));
     }
-    let purged = ingest(&stack, &["dead", "purge", "--campaign", "dl"])?;
+    let purged = stack.ingest(&["dead", "purge", "--campaign", "dl"])?;
     assert!(purged.contains("purged 1"), "{purged}");
     assert!(stack.dead_letters().await?.is_empty());
     Ok(())

@@ -6,29 +6,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use jetmail_testkit::{free_port, wait_for, Service, Stack};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DASHBOARD: &str = include_str!("../../../deploy/grafana/jetmail.json");
-
-/// One HTTP/1.1 request on a fresh connection; the body of the answer, if it is a 2xx.
-async fn http(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).await.ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    head.split(' ')
-        .nth(1)?
-        .starts_with('2')
-        .then(|| body.to_string())
-}
 
 /// The metric names a dashboard's PromQL expressions use (`jetmail_…` identifiers).
 fn dashboard_metrics(dashboard: &serde_json::Value) -> BTreeSet<String> {
@@ -107,7 +86,7 @@ async fn every_metric_the_dashboard_queries_is_exposed() -> anyhow::Result<()> {
         wait_for(
             &format!("{name}'s /metrics"),
             Duration::from_secs(20),
-            || http(port, "GET", "/metrics", ""),
+            || jetmail_testkit::http_request(port, "GET", "/metrics", ""),
         )
         .await?;
     }
@@ -118,7 +97,7 @@ async fn every_metric_the_dashboard_queries_is_exposed() -> anyhow::Result<()> {
         "recipients": ["a@example.com", "b@example.com", "c@example.com"],
         "campaign_id": "metrics",
     });
-    http(ingest_port, "POST", "/v1/campaigns", &campaign.to_string())
+    jetmail_testkit::http_request(ingest_port, "POST", "/v1/campaigns", &campaign.to_string())
         .await
         .expect("the submit is accepted");
     assert_eq!(
@@ -136,7 +115,9 @@ async fn every_metric_the_dashboard_queries_is_exposed() -> anyhow::Result<()> {
         || async {
             let mut all = BTreeSet::new();
             for (_, port) in ports {
-                all.extend(exposed(&http(port, "GET", "/metrics", "").await?));
+                all.extend(exposed(
+                    &jetmail_testkit::http_request(port, "GET", "/metrics", "").await?,
+                ));
             }
             let missing: Vec<&String> = wanted.iter().filter(|m| !all.contains(*m)).collect();
             missing.is_empty().then_some(all)
@@ -149,7 +130,9 @@ async fn every_metric_the_dashboard_queries_is_exposed() -> anyhow::Result<()> {
             let mut all = BTreeSet::new();
             for (_, port) in ports {
                 all.extend(exposed(
-                    &http(port, "GET", "/metrics", "").await.unwrap_or_default(),
+                    &jetmail_testkit::http_request(port, "GET", "/metrics", "")
+                        .await
+                        .unwrap_or_default(),
                 ));
             }
             let missing: Vec<&String> = wanted.iter().filter(|m| !all.contains(*m)).collect();
@@ -165,7 +148,9 @@ async fn every_metric_the_dashboard_queries_is_exposed() -> anyhow::Result<()> {
     }
     // Labels stay bounded: no campaign id and no address anywhere in the text.
     for (name, port) in ports {
-        let text = http(port, "GET", "/metrics", "").await.unwrap();
+        let text = jetmail_testkit::http_request(port, "GET", "/metrics", "")
+            .await
+            .unwrap();
         assert!(
             !text.contains("example.com") && !text.contains("\"metrics\""),
             "{name}: {text}"
