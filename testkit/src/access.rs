@@ -44,7 +44,7 @@ impl NatsAccess {
             std::fs::write(secret_path(dir.path(), user), format!("{}\n", password()))?;
         }
         let tls = if tls {
-            Some(private_ca(dir.path())?)
+            Some(private_ca(dir.path(), "Jetmail Test NATS CA", "nats.test")?)
         } else {
             None
         };
@@ -129,22 +129,24 @@ fn password() -> String {
     format!("p{a:016x}{b:016x}")
 }
 
-/// A private CA and a server certificate it issued for 127.0.0.1 and localhost.
-fn private_ca(dir: &Path) -> anyhow::Result<TlsFiles> {
+/// A private CA named `ca_name` and a certificate it issued to `server_name` for 127.0.0.1 and
+/// localhost, written to `dir` as `ca.pem`, `server.pem` and `server.key`: the TLS of the NATS
+/// tests and of the relay tests alike.
+pub fn private_ca(dir: &Path, ca_name: &str, server_name: &str) -> anyhow::Result<TlsFiles> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "Jetmail Test NATS CA");
+        .push(DnType::CommonName, ca_name);
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])?;
     params
         .distinguished_name
-        .push(DnType::CommonName, "nats.test");
+        .push(DnType::CommonName, server_name);
     let cert = params.signed_by(&key, &issuer)?;
     let files = TlsFiles {
         ca: dir.join("ca.pem"),

@@ -1,5 +1,5 @@
 //! Relays no one here wrote, and certificates, for the relay tests: aiosmtpd with STARTTLS
-//! and AUTH (`aiosmtpd_relay.py`), Postfix's `smtp-sink`, and a private CA made with rcgen.
+//! and AUTH (`aiosmtpd_relay.py`), Postfix's `smtp-sink`, and a private CA (the test kit's, made with rcgen).
 //! Each server runs as a process on its own free port and is killed on drop; its own output
 //! counts what it accepted.
 
@@ -12,40 +12,13 @@ use jetmail_testkit::{free_port, wait_for};
 
 // ---- a private CA -------------------------------------------------------------------------
 
-pub struct Certs {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
+pub use jetmail_testkit::access::TlsFiles as Certs;
 
 pub const CA_NAME: &str = "Jetmail Test Internal CA";
 
 /// A company's own CA and a relay certificate it issued for `localhost` and 127.0.0.1.
 pub fn private_ca(dir: &Path) -> anyhow::Result<Certs> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, CA_NAME);
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "relay.test");
-    let cert = params.signed_by(&key, &issuer)?;
-    let certs = Certs {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("relay.pem"),
-        key: dir.join("relay.key"),
-    };
-    std::fs::write(&certs.ca, ca_cert.pem())?;
-    std::fs::write(&certs.cert, cert.pem())?;
-    std::fs::write(&certs.key, key.serialize_pem())?;
-    Ok(certs)
+    jetmail_testkit::access::private_ca(dir, CA_NAME, "relay.test")
 }
 
 // ---- aiosmtpd, a relay no one here wrote --------------------------------------------------
