@@ -249,6 +249,14 @@ impl Stack {
         s.info().await.map(|i| i.state.messages).unwrap_or(u64::MAX)
     }
 
+    /// Recipients waiting in the broker: in MAIL_OUTBOX, or in MAIL_HELD (held back by a limit
+    /// or a schedule, or handed back untried at their last delivery).
+    pub async fn waiting_len(&self) -> u64 {
+        let mut held = self.topo.held.clone();
+        let held = held.info().await.map(|i| i.state.messages).unwrap_or(0);
+        self.outbox_len().await.saturating_add(held)
+    }
+
     /// Every dead letter in MAIL_DEAD.
     pub async fn dead_letters(&self) -> anyhow::Result<Vec<DeadLetter>> {
         let mut s = self.topo.dead.clone();
