@@ -1,6 +1,10 @@
 //! Writing outcomes: delivery events to MAIL_EVENTS and dead letters to MAIL_DEAD, each with a
 //! `Nats-Msg-Id` (built by [`crate::topology`]) that makes a re-publish after a crash or a
-//! retry a no-op.
+//! retry a no-op; and reading the ledger those events make.
+//!
+//! One durable record per outcome: a recipient's `sent` event, on a subject of its own, is both
+//! what the monitor counts and the idempotency ledger a redelivery is checked against, so an
+//! accepted send costs one acknowledged broker write, not a ledger put and an event.
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
@@ -38,7 +42,7 @@ pub async fn publish_event(
     publish(
         js,
         topology::EVENTS_STREAM,
-        topology::event_subject(&ev.campaign, ev.outcome),
+        topology::event_subject(&ev.campaign, ev.outcome, ev.seq),
         msg_id,
         payload.into(),
     )
@@ -61,4 +65,21 @@ pub async fn publish_dead(
         payload.into(),
     )
     .await
+}
+
+/// True when the relay accepted recipient `seq` of `campaign` before: its `sent` event is in
+/// MAIL_EVENTS. Asked of the stream's leader (not a direct get, which a replica may answer
+/// from behind), as a redelivery after a failure must see the latest write.
+pub async fn already_sent(
+    events: &jetstream::stream::Stream,
+    campaign: &str,
+    seq: u64,
+) -> Result<bool, StoreError> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let subject = topology::event_subject(campaign, crate::wire::Outcome::Sent, seq);
+    match events.get_last_raw_message_by_subject(&subject).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(false),
+        Err(e) => Err(StoreError::broker(e)),
+    }
 }

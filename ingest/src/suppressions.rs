@@ -350,7 +350,7 @@ pub fn skipped_event(campaign: &str, seq: u64) -> (String, HeaderMap, Bytes) {
     headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
     let payload = Bytes::from(serde_json::to_vec(&ev).expect("an event serialises"));
     (
-        topology::event_subject(campaign, Outcome::Suppressed),
+        topology::event_subject(campaign, Outcome::Suppressed, seq),
         headers,
         payload,
     )

@@ -163,8 +163,9 @@ pub async fn settle_in(
         .or_else(|| topology::HeldSubject::parse(&raw.subject).map(|s| s.campaign.to_string()))
         .unwrap_or_else(|| "unknown".into());
     if let Some(m) = &decoded {
-        let key = topology::sent_key(&m.campaign, m.seq);
-        if let Ok(Some(_)) = topo.sent.get(&key).await {
+        if let Ok(true) =
+            jetmail_common::outcomes::already_sent(&topo.events, &m.campaign, m.seq).await
+        {
             let ev = DeliveryEvent::new(m, Outcome::Sent, "monitor");
             publish_event(
                 &topo.js,
@@ -182,7 +183,7 @@ pub async fn settle_in(
     let mut attempts: Vec<Attempt> = match &decoded {
         Some(m) => match topo
             .attempts
-            .get(topology::sent_key(&m.campaign, m.seq))
+            .get(topology::attempts_key(&m.campaign, m.seq))
             .await
         {
             Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_default(),
@@ -223,7 +224,7 @@ pub async fn settle_in(
         .await?;
         let _ = topo
             .attempts
-            .purge(topology::sent_key(&m.campaign, m.seq))
+            .purge(topology::attempts_key(&m.campaign, m.seq))
             .await;
     }
     stream

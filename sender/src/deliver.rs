@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message};
-use bytes::Bytes;
 use jetmail_common::limits::Scope;
 use jetmail_common::now_ms;
 use jetmail_common::store::StoreError;
@@ -21,7 +20,7 @@ use crate::hold::{self, Admission, Origin};
 use crate::message;
 pub use crate::message::BuildError;
 use crate::recent;
-use crate::settle::{ack_msg, hand_back, retry, settle};
+use crate::settle::{ack_msg, ack_settled, hand_back, retry, settle};
 use crate::smtp::SendOutcome;
 use crate::suppressions;
 use crate::Ctx;
@@ -64,7 +63,7 @@ async fn process(ctx: &Ctx, msg: &Message, lane_session: Option<OwnedSemaphorePe
         Err(e @ StoreError::Corrupt { .. }) => {
             let reason = format!("cannot be sent: {e}");
             let mut attempts =
-                previous_attempts(ctx, &topology::sent_key(&m.campaign, m.seq), delivery).await;
+                previous_attempts(ctx, &topology::attempts_key(&m.campaign, m.seq), delivery).await;
             attempts.push(attempt(ctx, "-", None, reason.clone()));
             return dead_letter(ctx, msg, &m, Outcome::Dead, reason, attempts).await;
         }
@@ -77,27 +76,26 @@ async fn process(ctx: &Ctx, msg: &Message, lane_session: Option<OwnedSemaphorePe
         CampaignStatus::Paused => return hand_back(ctx, msg, delivery, ctx.cfg.paused_retry).await,
         CampaignStatus::Cancelled => {
             event(ctx, &m, Outcome::Cancelled, None).await;
-            return ack_msg(msg).await;
+            return ack_settled(msg).await;
         }
         _ => {}
     }
     let Some(origin) = Origin::of(msg) else {
         return poison(ctx, msg, format!("not an outbox subject: {}", msg.subject)).await;
     };
-    let key = topology::sent_key(&m.campaign, m.seq);
-    // Only a redelivered or moved message can have been sent already (a move whose original
-    // was redelivered after a crash, a hand-back): skip the look-up otherwise.
+    let key = topology::attempts_key(&m.campaign, m.seq);
     // The broker came back and this sender has not repaired what it may have lost yet (a pull
     // that outlived the reconnect can still bring messages): send nothing until it has.
     if ctx.recent.reconnect_pending().is_some() {
         return hand_back(ctx, msg, delivery, recent::RECONNECT_GRACE).await;
     }
-    // After a broker restart a redelivery can come with a count of 1: `recent` says so.
+    // Only a redelivered or moved message can have been sent already (a move whose original
+    // was redelivered after a crash, a hand-back): skip the look-up otherwise. After a broker
+    // restart a redelivery can come with a count of 1: `recent` says so.
     if delivery > 1 || origin.held.is_some() || ctx.recent.suspect() {
-        if let Ok(Some(_)) = ctx.topo.sent.get(&key).await {
+        if let Ok(true) = outcomes::already_sent(&ctx.topo.events, &m.campaign, m.seq).await {
             tracing::debug!(campaign = %m.campaign, seq = m.seq, "already sent; acking redelivery");
-            event(ctx, &m, Outcome::Sent, None).await;
-            return ack_msg(msg).await;
+            return ack_settled(msg).await;
         }
     }
     // Held on purpose until the send ends: the session of a capped domain.
@@ -123,7 +121,7 @@ async fn process(ctx: &Ctx, msg: &Message, lane_session: Option<OwnedSemaphorePe
     // Checked as late as possible: an address suppressed since the submit is not mailed.
     if ctx.suppressions.contains(&m.email) {
         event(ctx, &m, Outcome::Suppressed, None).await;
-        return ack_msg(msg).await;
+        return ack_settled(msg).await;
     }
     let (from, to, body) = match message::prepare(&ctx.cfg.message, &campaign, &m).await {
         Ok(b) => (b.envelope_from, b.to, b.body),
@@ -145,20 +143,16 @@ async fn process(ctx: &Ctx, msg: &Message, lane_session: Option<OwnedSemaphorePe
         SendOutcome::Accepted => {
             relay.circuit.lock().unwrap().on_success();
             ctx.stats.sent.fetch_add(1, Ordering::Relaxed);
-            // The ledger first: once it holds the key, a redelivery is acked without sending.
-            let value = Bytes::from(format!("{} {}", ctx.cfg.id, now_ms()));
-            retry("write the sent ledger", || {
-                ctx.topo.sent.put(&key, value.clone())
-            })
-            .await;
+            // The `sent` event is the ledger too: once the broker acknowledged it, a
+            // redelivery is acked without sending, so the ack itself need not be confirmed.
+            event(ctx, &m, Outcome::Sent, None).await;
             ctx.recent
                 .record(&m.campaign, m.seq, m.replay, m.published_ms);
             test_crash(ctx, &m.email, CrashPoint::AfterLedger);
-            event(ctx, &m, Outcome::Sent, None).await;
             if delivery > 1 {
                 let _ = ctx.topo.attempts.purge(&key).await;
             }
-            ack_msg(msg).await;
+            ack_settled(msg).await;
             tracing::trace!(
                 seq = m.seq,
                 ms = started.elapsed().as_millis() as u64,
@@ -275,7 +269,7 @@ async fn failed_attempt(
     if count_toward_circuit && relay.circuit.lock().unwrap().on_failure(Instant::now()) {
         tracing::warn!(relay = %relay.redacted(), error = %text, "relay circuit opened");
     }
-    let key = topology::sent_key(&m.campaign, m.seq);
+    let key = topology::attempts_key(&m.campaign, m.seq);
     let a = attempt(ctx, relay.redacted(), code, text.clone());
     if delivery >= ctx.max_deliver {
         let mut attempts = previous_attempts(ctx, &key, delivery).await;
@@ -328,8 +322,8 @@ enum CrashPoint {
     /// `JETMAIL_TEST_CRASH_ON=<email>`: before anything is sent, at every delivery (a message
     /// that kills its sender every time, for the monitor's MaxDeliver handling).
     BeforeSend,
-    /// `JETMAIL_TEST_CRASH_ON=sent:<email>`: after the relay accepted it and the ledger holds
-    /// it, before the ack (the redelivery must be acked without sending again).
+    /// `JETMAIL_TEST_CRASH_ON=sent:<email>`: after the relay accepted it and its `sent` event
+    /// (the ledger) is stored, before the ack (the redelivery must be acked without sending again).
     AfterLedger,
 }
 
@@ -390,7 +384,7 @@ async fn dead_letter(
         let _ = ctx
             .topo
             .attempts
-            .purge(topology::sent_key(&m.campaign, m.seq))
+            .purge(topology::attempts_key(&m.campaign, m.seq))
             .await;
         // A campaign that expires moves its whole remainder at once: not one INFO line each.
         if outcome == Outcome::Expired {

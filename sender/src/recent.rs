@@ -10,9 +10,9 @@
 //! outcome. So after a reconnect a sender:
 //! 1. waits for its own sends in flight to finish and record their outcome (it takes every
 //!    send slot, which also keeps its pull loop and held lanes from pulling meanwhile);
-//! 2. writes the ledger entries and `sent` events of everything it sent in the last
-//!    [`RECENT_WINDOW`] again (a KV put of the same value and an event with the same id: a
-//!    no-op for what survived, a repair for what did not);
+//! 2. writes the `sent` events (which are the ledger) of everything it sent in the last
+//!    [`RECENT_WINDOW`] again (an event with the same id: a no-op for what survived, a repair
+//!    for what did not);
 //! 3. waits [`RECONNECT_GRACE`] before pulling, so that every other sender has repaired too;
 //! 4. checks the ledger on every delivery, whatever its count, for a minute (at least two
 //!    ack waits) after that.
@@ -25,7 +25,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::StreamExt;
 use jetmail_common::wire::{DeliveryEvent, Outcome, WIRE_VERSION};
 use jetmail_common::{now_ms, outcomes, topology};
@@ -100,7 +99,7 @@ impl Recent {
         (now != self.recovered.load(Ordering::Relaxed)).then_some(now)
     }
 
-    /// Remembers an accepted send (called after its ledger entry was written).
+    /// Remembers an accepted send (called after its `sent` event was written).
     pub fn record(&self, campaign: &str, seq: u64, replay: u32, published_ms: u64) {
         let now = Instant::now();
         let mut sent = self.sent.lock().unwrap();
@@ -203,15 +202,9 @@ pub async fn recover(ctx: &Ctx, slots: &Semaphore, connects: u64) {
     ctx.recent
         .suspect_for(SUSPECT_AFTER_GRACE + RECONNECT_GRACE);
     let recent = ctx.recent.snapshot();
-    let value = Bytes::from(format!("{} {}", ctx.cfg.id, now_ms()));
     let repaired = futures::stream::iter(recent.iter())
         .map(|(campaign, seq, replay, published_ms, at_ms)| {
-            let value = value.clone();
             async move {
-                let key = topology::sent_key(campaign, *seq);
-                // A broker that just restarted may accept connections before JetStream has
-                // recovered its streams: keep trying, for as long as an outcome's own writes do.
-                let put = until_ok(|| ctx.topo.sent.put(&key, value.clone())).await;
                 let ev = DeliveryEvent {
                     v: WIRE_VERSION,
                     campaign: campaign.to_string(),
@@ -223,8 +216,9 @@ pub async fn recover(ctx: &Ctx, slots: &Semaphore, connects: u64) {
                     published_ms: *published_ms,
                 };
                 let id = topology::event_msg_id(campaign, *seq, *replay, Outcome::Sent, None);
-                let event = until_ok(|| outcomes::publish_event(&ctx.topo.js, &ev, &id)).await;
-                put && event
+                // A broker that just restarted may accept connections before JetStream has
+                // recovered its streams: keep trying, for as long as an outcome's own writes do.
+                until_ok(|| outcomes::publish_event(&ctx.topo.js, &ev, &id)).await
             }
         })
         .buffer_unordered(REPAIR_WINDOW)

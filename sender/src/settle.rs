@@ -48,7 +48,20 @@ pub(crate) async fn hand_back(ctx: &Ctx, msg: &Message, delivery: i64, delay: st
     }
 }
 
+/// Acks a message whose outcome is already durable (a `sent` event, which is the ledger; or an
+/// outcome a redelivery would reach again, like a suppression): without waiting for the
+/// broker's confirmation. If this ack is lost (a crash, a broken connection) the message comes
+/// back after the ack wait with a higher delivery count, and the ledger check acks it without
+/// sending; a drain flushes the connection before exit. Confirming it would cost a broker
+/// round trip per recipient that buys nothing the ledger does not already give.
+pub(crate) async fn ack_settled(msg: &Message) {
+    if let Err(e) = msg.ack().await {
+        tracing::warn!(error = %e, "cannot ack; the ledger will absorb a redelivery");
+    }
+}
+
 /// Acks with the broker's confirmation: once this returns Ok the message will not come back.
+/// For moves (to a held queue), where a redelivery would make a second copy.
 pub(crate) async fn ack_msg(msg: &Message) {
     if let Err(e) = msg.double_ack().await {
         // The ledger makes a lost ack harmless: the redelivery is acked without sending.

@@ -4,6 +4,7 @@
 //! failing test leaves nothing running.
 
 pub mod access;
+pub mod bench;
 pub mod cluster;
 pub mod nats;
 pub mod process;

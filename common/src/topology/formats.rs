@@ -75,13 +75,13 @@ impl<'a> HeldSubject<'a> {
 
 /// The broker's advisories that a stream or the consumer a sender depends on has a new leader: in
 /// a cluster the new leader may not have the last acks and ledger writes the old one
-/// acknowledged, so a sender treats one like a reconnect (`sender/src/recent.rs`).
+/// acknowledged (its `sent` events are the ledger), so a sender treats one like a reconnect (`sender/src/recent.rs`).
 pub fn leader_elected_advisories() -> Vec<String> {
     let stream = |s: &str| format!("$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{s}");
     vec![
         stream(OUTBOX_STREAM),
         stream(HELD_STREAM),
-        stream(&format!("KV_{SENT_BUCKET}")),
+        stream(EVENTS_STREAM),
         format!("$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{OUTBOX_STREAM}.{SENDERS_CONSUMER}"),
         // Not the held consumers': lanes create them on demand (a fresh consumer's election
         // is no loss, and would pause the fleet), and a held message's ledger entry is always
@@ -117,12 +117,26 @@ impl<'a> OutboxSubject<'a> {
     }
 }
 
-pub fn event_subject(campaign: &str, outcome: crate::wire::Outcome) -> String {
-    format!("{EVENTS_SUBJECT_PREFIX}.{campaign}.{}", outcome.as_str())
+/// Subject of one recipient's outcome event: `mail.events.<campaign>.<outcome>.<seq>`. A
+/// subject per recipient makes the `sent` events the idempotency ledger as well: "was this
+/// recipient mailed?" is the last message on `mail.events.<campaign>.sent.<seq>`.
+pub fn event_subject(campaign: &str, outcome: crate::wire::Outcome, seq: u64) -> String {
+    format!(
+        "{EVENTS_SUBJECT_PREFIX}.{campaign}.{}.{seq}",
+        outcome.as_str()
+    )
 }
 /// Every event subject, for the monitor's consumer.
 pub fn events_filter() -> String {
     format!("{EVENTS_SUBJECT_PREFIX}.>")
+}
+/// The events of one campaign (or every campaign), of one outcome (or every outcome).
+pub fn events_of(campaign: Option<&str>, outcome: Option<crate::wire::Outcome>) -> String {
+    format!(
+        "{EVENTS_SUBJECT_PREFIX}.{}.{}.*",
+        campaign.unwrap_or("*"),
+        outcome.map(|o| o.as_str()).unwrap_or("*")
+    )
 }
 pub fn dead_subject(campaign: &str) -> String {
     format!("{DEAD_SUBJECT_PREFIX}.{campaign}")
@@ -224,13 +238,9 @@ impl LimitsKey {
     }
 }
 
-/// Key of one recipient in [`SENT_BUCKET`] and [`ATTEMPTS_BUCKET`].
-pub fn sent_key(campaign: &str, seq: u64) -> String {
-    format!("{campaign}.{seq}")
-}
-/// Same key in both buckets: one recipient's failed attempts.
+/// Key of one recipient's failed attempts in [`ATTEMPTS_BUCKET`].
 pub fn attempts_key(campaign: &str, seq: u64) -> String {
-    sent_key(campaign, seq)
+    format!("{campaign}.{seq}")
 }
 
 /// `Nats-Msg-Id` of a recipient message: the same campaign and sequence always get the same

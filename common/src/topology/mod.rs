@@ -44,8 +44,6 @@ pub const HEARTBEAT_SUBJECT_PREFIX: &str = "mail.heartbeat";
 pub const CAMPAIGNS_BUCKET: &str = "mail_campaigns";
 /// KV bucket of sender health, one key per sender id.
 pub const SENDERS_BUCKET: &str = "mail_senders";
-/// KV bucket used as the idempotency ledger: `<campaign>.<seq>` once the relay accepted it.
-pub const SENT_BUCKET: &str = "mail_sent";
 /// KV bucket of failed attempts per recipient (`<campaign>.<seq>`), so that the dead letter
 /// written by whichever sender makes the last attempt carries every earlier one.
 pub const ATTEMPTS_BUCKET: &str = "mail_attempts";
@@ -86,12 +84,14 @@ pub const DEFAULT_RETRY_BACKOFF: &[Duration] = &[
     Duration::from_secs(1800),
     Duration::from_secs(3600),
 ];
+/// How long outcome events are kept. The `sent` events are also the idempotency ledger: a
+/// redelivery later than this could be mailed again.
 pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const DEAD_MAX_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Sender entries that stop being refreshed disappear after this.
 pub const SENDERS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
-/// How long the ledger remembers a delivery; a redelivery later than this could mail again.
-pub const SENT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a recipient's failed attempts are kept for its dead letter.
+pub const ATTEMPTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
@@ -158,7 +158,6 @@ pub struct Topology {
     pub dead: stream::Stream,
     pub campaigns: kv::Store,
     pub senders: kv::Store,
-    pub sent: kv::Store,
     pub attempts: kv::Store,
     /// Sending limits, budgets and back-offs.
     pub limits: kv::Store,
@@ -329,19 +328,13 @@ pub async fn ensure_with(
         bucket(SENDERS_BUCKET, "jetmail sender health map", SENDERS_MAX_AGE),
     )
     .await?;
-    let sent = get_or_create_bucket(
-        js,
-        SENT_BUCKET,
-        bucket(SENT_BUCKET, "jetmail idempotency ledger", SENT_MAX_AGE),
-    )
-    .await?;
     let attempts = get_or_create_bucket(
         js,
         ATTEMPTS_BUCKET,
         bucket(
             ATTEMPTS_BUCKET,
             "jetmail failed attempts per recipient",
-            SENT_MAX_AGE,
+            ATTEMPTS_MAX_AGE,
         ),
     )
     .await?;
@@ -381,7 +374,6 @@ pub async fn ensure_with(
         dead,
         campaigns,
         senders,
-        sent,
     })
 }
 

@@ -33,7 +33,6 @@ pub const STREAMS: &[&str] = &[
 pub const BUCKETS: &[&str] = &[
     CAMPAIGNS_BUCKET,
     SENDERS_BUCKET,
-    SENT_BUCKET,
     ATTEMPTS_BUCKET,
     LIMITS_BUCKET,
     SUPPRESSIONS_BUCKET,
@@ -298,9 +297,9 @@ mod tests {
     fn every_store_is_listed_once_with_its_stream() {
         let all = all_stores();
         assert_eq!(all.len(), STREAMS.len() + BUCKETS.len());
-        let sent = all.iter().find(|s| s.name == SENT_BUCKET).unwrap();
-        assert_eq!(sent.stream, "KV_mail_sent");
-        assert_eq!(sent.kind, StoreKind::Bucket);
+        let attempts = all.iter().find(|s| s.name == ATTEMPTS_BUCKET).unwrap();
+        assert_eq!(attempts.stream, "KV_mail_attempts");
+        assert_eq!(attempts.kind, StoreKind::Bucket);
         let mut streams: Vec<&str> = all.iter().map(|s| s.stream.as_str()).collect();
         streams.sort();
         streams.dedup();

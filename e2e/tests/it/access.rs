@@ -148,10 +148,10 @@ async fn each_service_user_is_refused_what_it_must_not_do() -> anyhow::Result<()
         .await?
         .await?;
     assert_eq!(outbox.info().await?.state.messages, 1);
-    // ... and the sender still does what it must: publish an event, write the ledger.
+    // ... and the sender still does what it must: publish an event (which is the ledger).
     js(&sender)
         .publish(
-            topology::event_subject("c1", jetmail_common::wire::Outcome::Sent),
+            topology::event_subject("c1", jetmail_common::wire::Outcome::Sent, 1),
             "{}".into(),
         )
         .await?
@@ -166,7 +166,7 @@ async fn each_service_user_is_refused_what_it_must_not_do() -> anyhow::Result<()
     assert!(topo.campaigns.get("c1").await?.is_none());
     let event = webui_js
         .publish(
-            topology::event_subject("c1", jetmail_common::wire::Outcome::Sent),
+            topology::event_subject("c1", jetmail_common::wire::Outcome::Sent, 1),
             "{}".into(),
         )
         .await;

@@ -1,6 +1,6 @@
 //! The system on a real 3-node JetStream cluster (three nats-servers on loopback, every stream
 //! and bucket at 3 replicas), every service given all three URLs. A node is `kill -9`ed in the
-//! middle of a campaign (the MAIL_OUTBOX leader, the `mail_sent` leader) and left down, or all
+//! middle of a campaign (the MAIL_OUTBOX leader, the MAIL_EVENTS leader, whose `sent` events are the ledger) and left down, or all
 //! three are restarted one after the other: nothing is lost, the campaign is marked done,
 //! duplicates stay within the sends in flight, and every service carries on by itself on the
 //! surviving nodes. Each test prints one `CLUSTER` line with what it measured.
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use jetmail_common::config::jetstream_context;
 use jetmail_common::records::load_record;
-use jetmail_common::topology::{self, TopologyOptions, OUTBOX_STREAM, SENT_BUCKET};
+use jetmail_common::topology::{self, TopologyOptions, EVENTS_STREAM, OUTBOX_STREAM};
 use jetmail_common::wire::{CampaignStatus, SenderHealth, SenderState};
 use jetmail_testkit::{free_port, policy, wait_for, NatsCluster, Service, SmtpSink, TempDir};
 
@@ -280,8 +280,8 @@ async fn kill_9_the_outbox_leader_and_leave_it_down() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_the_sent_ledger_leader_and_leave_it_down() -> anyhow::Result<()> {
-    kill_the_leader_of(&topology::bucket_stream(SENT_BUCKET), "sent-leader").await
+async fn kill_9_the_events_leader_which_holds_the_ledger_and_leave_it_down() -> anyhow::Result<()> {
+    kill_the_leader_of(EVENTS_STREAM, "events-leader").await
 }
 
 /// Every node is killed and restarted in turn during one campaign; each comes back before
@@ -333,7 +333,7 @@ async fn topology_apply_moves_replicas_from_one_to_three_and_back() -> anyhow::R
     let client = cluster.client().await?;
     let topo = topology::ensure(&jetstream_context(client.clone(), 8192)).await?;
     for i in 0..100 {
-        topo.sent.put(format!("c.{i}"), "1".into()).await?;
+        topo.attempts.put(format!("c.{i}"), "1".into()).await?;
     }
     let ingest = |args: &[&str]| -> anyhow::Result<String> {
         let out = std::process::Command::new(jetmail_testkit::bin_path("jetmail-ingest")?)
@@ -364,7 +364,7 @@ async fn topology_apply_moves_replicas_from_one_to_three_and_back() -> anyhow::R
             Some(())
         })
         .await?;
-        let (state, _) = topology::stream_replication(&js, "KV_mail_sent").await?;
+        let (state, _) = topology::stream_replication(&js, "KV_mail_attempts").await?;
         assert_eq!(
             state.messages, 100,
             "no message lost at {replicas} replicas"

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use jetmail_common::topology::{self, TopologyOptions, SENT_BUCKET};
+use jetmail_common::topology::{self, TopologyOptions};
 use jetmail_testkit::cluster::Sync;
 use jetmail_testkit::{bin_path, free_port, NatsCluster, Service, TempDir};
 
@@ -134,9 +134,10 @@ async fn run(args: &Args, nodes: usize, sync: Sync, senders: usize) -> anyhow::R
         "submit failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let ledger = topology::bucket_stream(SENT_BUCKET);
+    // One `sent` event per recipient (the ledger): nothing else happens in this run.
+    let ledger = topology::EVENTS_STREAM;
     loop {
-        let (state, _) = topology::stream_replication(&js, &ledger).await?;
+        let (state, _) = topology::stream_replication(&js, ledger).await?;
         if state.messages >= args.recipients as u64 {
             break;
         }

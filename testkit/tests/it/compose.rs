@@ -192,7 +192,6 @@ fn nats_conf_grants_name_every_stream_and_bucket() {
     for b in [
         t::CAMPAIGNS_BUCKET,
         t::SENDERS_BUCKET,
-        t::SENT_BUCKET,
         t::ATTEMPTS_BUCKET,
         t::LIMITS_BUCKET,
         t::SUPPRESSIONS_BUCKET,
