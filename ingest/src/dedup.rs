@@ -10,7 +10,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::recipients::{FormatError, KeyHasher, RecipientReader, Row, RowClassifier};
+use crate::recipients::{FormatError, KeyHasher, RecipientReader, RowClassifier};
 
 /// Pairs sorted in memory before a run is written: 24 bytes each, 3 MiB a run.
 const RUN_LEN: usize = 128 * 1024;
@@ -57,9 +57,9 @@ pub fn duplicate_lines<R: Read>(
     let hasher = KeyHasher::new();
     let mut run: Vec<(u128, u64)> = Vec::with_capacity(RUN_LEN);
     let mut runs: Vec<File> = Vec::new();
-    while let Some(row) = reader.next() {
-        if let Row::Accepted(a) = row {
-            run.push((hasher.hash(&a.dedup_key()), a.line));
+    while let Some((line, key)) = reader.next_key(&hasher) {
+        if let Some(hash) = key {
+            run.push((hash, line));
             if run.len() == RUN_LEN {
                 runs.push(spill(&mut run, spill_dir)?);
                 bytes_read.store(reader.byte_offset(), Ordering::Relaxed);
@@ -127,6 +127,16 @@ mod tests {
         let input = "email\na@example.com\nb@example.com\nA@EXAMPLE.COM\na@Example.com\nbad\nb@example.com\n";
         // Line 4 differs in the local part's case (a different mailbox); 5 and 7 repeat 2 and 3.
         assert_eq!(lines(input), vec![5, 7]);
+    }
+
+    #[test]
+    fn a_rejected_row_hides_no_later_address() {
+        // Line 2 is refused (a column that is not UTF-8, one field too many on line 3): the
+        // same address on line 4 is its first valid occurrence, published, not a duplicate.
+        let input = b"email,name\na@example.com,\xff\na@example.com,Ann,extra\na@example.com,Ann\na@example.com,Bo\n";
+        let dir = tempfile::tempdir().unwrap();
+        let d = duplicate_lines(&input[..], dir.path(), &AtomicU64::new(0)).unwrap();
+        assert_eq!(d, HashSet::from([5]));
     }
 
     #[test]

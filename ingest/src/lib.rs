@@ -22,5 +22,6 @@ pub mod telemetry;
 pub mod test_send;
 pub mod unsubscribe;
 pub mod view;
+pub mod window;
 
 pub use http::{serve, ServeConfig};

@@ -19,9 +19,23 @@ struct Args {
     command: Command,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // A one-shot command (a submit above all) runs on one thread: its publish loop and the
+    // NATS connection then hand messages over without waking each other across threads
+    // (measured at 1,000,000 recipients: 15% less CPU). The file reader has its own thread
+    // from the blocking pool either way. `serve` answers many requests at once.
+    let runtime = if args.command.is_service() {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    }
+    .enable_all()
+    .build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     if args.command.is_service() {
         jetmail_common::telemetry::init_tracing();
     } else {
@@ -36,3 +50,10 @@ async fn main() -> anyhow::Result<()> {
     jetmail_common::config::flush_before_exit(&client, std::time::Duration::from_secs(5)).await;
     result
 }
+
+/// A submit allocates each row on the reader thread and frees it on the runtime thread;
+/// glibc's allocator serialised that on a lock (a fifth of ingest's CPU at a million rows,
+/// futex included). mimalloc frees across threads without one: 4.6-5.0 → 3.6 µs of CPU per
+/// recipient, peak RSS +9 MiB whatever the file's size (ARCHITECTURE.md, Performance notes).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

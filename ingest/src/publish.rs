@@ -4,14 +4,13 @@
 //! a send-at still ahead publishes to its held queue in MAIL_HELD instead, where the senders
 //! would have moved each recipient anyway (see [`crate::schedule`]).
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::kv;
-use async_nats::HeaderMap;
-use bytes::Bytes;
+use async_nats::{HeaderMap, Subject};
+use bytes::{BufMut, Bytes, BytesMut};
 use jetmail_common::address::domain_token;
 use jetmail_common::api::Field;
 use jetmail_common::limits::Scope;
@@ -23,14 +22,15 @@ use jetmail_common::wire::{
     CampaignRecord, CampaignSchedule, CampaignSpec, CampaignStatus, OutboxMessage, PublishProgress,
 };
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 
+use crate::feed::Rows;
 use crate::recipients::Row;
+use crate::window::PublishWindow;
 
-/// Un-acked publishes kept in flight. Below the JetStream context's `max_ack_inflight`
-/// (see [`PUBLISH_MAX_ACK_INFLIGHT`]), which would otherwise block the publisher.
+/// Un-acked publishes of a submit kept in flight ([`PublishWindow`]).
 pub const PUBLISH_WINDOW: usize = 4096;
-/// Passed to the context; must stay above [`PUBLISH_WINDOW`].
+/// The JetStream context's own limit of un-acked publishes, for ingest's other publishes
+/// (dead-letter replays, KV writes); a submit's window does not count against it.
 pub const PUBLISH_MAX_ACK_INFLIGHT: usize = 8192;
 /// Rejected rows kept in the campaign record and in answers (all are counted).
 pub const REJECTED_SAMPLE: usize = crate::rejected::MAX_ROWS;
@@ -193,14 +193,6 @@ fn report_from_record(rec: &CampaignRecord, replayed: bool) -> SubmitReport {
     }
 }
 
-struct Window {
-    pending: VecDeque<(u64, PublishAckFuture)>,
-    /// Highest seq such that every seq at or below it has its ack.
-    through: u64,
-    /// The stream the messages go to, for errors.
-    stream: &'static str,
-}
-
 /// The record a submit publishes under.
 enum Opened {
     /// Publish every recipient after this sequence (0: a new campaign), under the stored
@@ -279,11 +271,60 @@ struct Tally {
     suppressed: u64,
 }
 
+/// Builds recipient messages: the payload serialised into a shared buffer (one allocation
+/// per many messages), the subject of each domain made once.
+struct MessageBuilder {
+    buf: BytesMut,
+    /// Subject by recipient domain (ASCII form). Bounded: cleared when it reaches
+    /// [`SUBJECT_CACHE`] domains, so a list of all-different domains costs no memory.
+    subjects: HashMap<String, Subject>,
+}
+
+/// Domains whose subject [`MessageBuilder`] keeps.
+const SUBJECT_CACHE: usize = 4096;
+/// Bytes [`MessageBuilder`] allocates at once for payloads.
+const PAYLOAD_BLOCK: usize = 64 * 1024;
+
+impl MessageBuilder {
+    fn new() -> Self {
+        Self {
+            buf: BytesMut::new(),
+            subjects: HashMap::new(),
+        }
+    }
+
+    /// The subject of `domain`'s recipients (a `Subject` shares its bytes when cloned).
+    fn subject(&mut self, held: Option<&Scope>, campaign: &str, domain: &str) -> Subject {
+        if let Some(s) = self.subjects.get(domain) {
+            return s.clone();
+        }
+        if self.subjects.len() >= SUBJECT_CACHE {
+            self.subjects.clear();
+        }
+        let subject = Subject::from(crate::schedule::subject(
+            held,
+            campaign,
+            &domain_token(domain),
+        ));
+        self.subjects.insert(domain.to_string(), subject.clone());
+        subject
+    }
+
+    fn payload(&mut self, msg: &OutboxMessage) -> Bytes {
+        if self.buf.capacity() < 1024 {
+            self.buf.reserve(PAYLOAD_BLOCK);
+        }
+        serde_json::to_writer((&mut self.buf).writer(), msg)
+            .expect("an outbox message always serialises");
+        self.buf.split().freeze()
+    }
+}
+
 /// Publishes a campaign from `rows`. Returns once every publish is acknowledged.
 pub async fn submit(
     topo: &Topology,
     sub: Submission,
-    mut rows: mpsc::Receiver<Row>,
+    mut rows: Rows,
     progress: &mut dyn Progress,
 ) -> Result<SubmitReport, SubmitError> {
     validate_spec(&sub.spec)?;
@@ -302,26 +343,23 @@ pub async fn submit(
         ));
     }
 
-    let mut resume_after: Option<u64> = None;
-    let mut window = Window {
-        pending: VecDeque::with_capacity(PUBLISH_WINDOW),
-        through: 0,
-        stream: topology::OUTBOX_STREAM,
-    };
+    // Opened with the record: where publishing resumes (0 for a new campaign), and the window
+    // on the stream the recipients go to.
+    let mut opened: Option<(u64, PublishWindow)> = None;
     // Set with the record: where this campaign's recipients wait, if they must.
     let mut held: Option<Scope> = None;
     let mut seq = 0u64;
     let mut tally = Tally::default();
     let mut last_checkpoint = Instant::now();
-    let mut buf = Vec::with_capacity(512);
+    let mut builder = MessageBuilder::new();
     let skip = sub
         .compliance
         .suppressed(topo)
         .await
         .map_err(|e| SubmitError::store(&id, 0, e))?;
 
-    let mut failure: Option<SubmitError> = None;
-    while let Some(row) = rows.recv().await {
+    let mut failure: Option<StoreError> = None;
+    while let Some(row) = rows.next().await {
         let acc = match row {
             Row::Accepted(a) => a,
             Row::Rejected(r) => {
@@ -334,17 +372,21 @@ pub async fn submit(
                 continue;
             }
         };
-        let after = match resume_after {
-            Some(n) => n,
+        let (after, win) = match &mut opened {
+            Some((after, win)) => (*after, win),
             None => match open_record(topo, &sub, &id, &acc).await? {
                 Opened::Complete(report) => return Ok(report),
                 Opened::ResumeAfter(n, schedule) => {
-                    window.through = n;
                     held = crate::schedule::held_scope(&id, &schedule, now_ms());
-                    if held.is_some() {
-                        window.stream = topology::HELD_STREAM;
-                    }
-                    *resume_after.insert(n)
+                    let stream = match held {
+                        Some(_) => topology::HELD_STREAM,
+                        None => topology::OUTBOX_STREAM,
+                    };
+                    let w = PublishWindow::open(topo.js.client(), stream, PUBLISH_WINDOW, n)
+                        .await
+                        .map_err(|e| SubmitError::store(&id, n, e))?;
+                    let (_, w) = opened.insert((n, w));
+                    (n, w)
                 }
             },
         };
@@ -357,8 +399,10 @@ pub async fn submit(
             continue;
         }
         let (subject, headers, payload) = if suppressed {
-            crate::suppressions::skipped_event(&id, seq)
+            let (subject, headers, payload) = crate::suppressions::skipped_event(&id, seq);
+            (Subject::from(subject), headers, payload)
         } else {
+            let subject = builder.subject(held.as_ref(), &id, &acc.domain);
             let unsubscribe_token = sub.compliance.token(&id, &acc.email);
             let msg = OutboxMessage {
                 v: jetmail_common::wire::WIRE_VERSION,
@@ -370,62 +414,44 @@ pub async fn submit(
                 published_ms: now_ms(),
                 unsubscribe_token,
             };
-            buf.clear();
-            serde_json::to_writer(&mut buf, &msg).expect("an outbox message always serialises");
+            let payload = builder.payload(&msg);
             let mut headers = HeaderMap::new();
-            let (msg_id, subject) =
-                crate::schedule::destination(held.as_ref(), &id, seq, &domain_token(&acc.domain));
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
-            (subject, headers, Bytes::copy_from_slice(&buf))
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                crate::schedule::msg_id(held.as_ref(), &id, seq),
+            );
+            (subject, headers, payload)
         };
-        match topo
-            .js
-            .publish_with_headers(subject, headers, payload)
-            .await
-        {
-            Ok(ack) => window.pending.push_back((seq, ack)),
-            Err(e) => {
-                failure = Some(SubmitError::store(
-                    &id,
-                    window.through,
-                    StoreError::from_publish(window.stream, e),
-                ));
-                break;
-            }
-        }
-        if window.pending.len() >= PUBLISH_WINDOW {
-            if let Err(e) = drain(&mut window, PUBLISH_WINDOW / 2, &id).await {
-                failure = Some(e);
-                break;
-            }
+        if let Err(e) = win.publish(seq, subject, headers, payload).await {
+            failure = Some(e);
+            break;
         }
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             last_checkpoint = Instant::now();
-            progress.rows(window.through, tally.rejected_count, tally.duplicates);
-            let _ = checkpoint(topo, &id, window.through, None).await;
+            progress.rows(win.through(), tally.rejected_count, tally.duplicates);
+            let _ = checkpoint(topo, &id, win.through(), None).await;
         }
     }
-    if failure.is_none() {
-        if let Err(e) = drain(&mut window, 0, &id).await {
-            failure = Some(e);
-        }
-    } else {
-        // Settle what is in flight so the recorded progress is as far as it truly got.
-        let _ = drain(&mut window, 0, &id).await;
-    }
-    progress.rows(window.through, tally.rejected_count, tally.duplicates);
-    if let Some(err) = failure {
-        let _ = checkpoint(topo, &id, window.through, None).await;
-        // Report how far publishing truly got, not where the failure was first seen.
-        return Err(match err {
-            SubmitError::OutboxFull { source, .. } => {
-                SubmitError::store(&id, window.through, source)
+    let through = match &mut opened {
+        None => 0,
+        Some((_, w)) => {
+            if failure.is_none() {
+                failure = w.finish().await.err();
             }
-            SubmitError::Store { source, .. } => SubmitError::store(&id, window.through, source),
-            other => other,
-        });
+            if failure.is_some() {
+                // Settle what is in flight so the recorded progress is as far as it truly got.
+                w.settle_in_flight().await;
+            }
+            w.through()
+        }
+    };
+    progress.rows(through, tally.rejected_count, tally.duplicates);
+    if let Some(source) = failure {
+        let _ = checkpoint(topo, &id, through, None).await;
+        // Report how far publishing truly got, not where the failure was first seen.
+        return Err(SubmitError::store(&id, through, source));
     }
-    if resume_after.is_none() {
+    if opened.is_none() {
         // No valid recipient: no record was made, so there is nothing to undo.
         let mut detail = format!(
             "no valid recipients ({} rejected, {} duplicates)",
@@ -437,39 +463,17 @@ pub async fn submit(
         return Err(SubmitError::invalid(Field::Recipients, detail));
     }
     let done = PublishProgress {
-        published_through: window.through,
+        published_through: through,
         complete: true,
         rejected: tally.rejected_count,
         duplicates: tally.duplicates,
         suppressed: tally.suppressed,
         rejected_sample: tally.rejected.into_rows(),
     };
-    let rec = checkpoint(topo, &id, window.through, Some(done))
+    let rec = checkpoint(topo, &id, through, Some(done))
         .await
-        .map_err(|e| SubmitError::store(&id, window.through, e))?;
+        .map_err(|e| SubmitError::store(&id, through, e))?;
     Ok(report_from_record(&rec, false))
-}
-
-/// Awaits acks, oldest first, until at most `keep` are pending.
-async fn drain(window: &mut Window, keep: usize, campaign: &str) -> Result<(), SubmitError> {
-    while window.pending.len() > keep {
-        let Some((seq, ack)) = window.pending.pop_front() else {
-            break;
-        };
-        match ack.await {
-            // Acks resolve in publish order, so the contiguous prefix is `seq`.
-            Ok(_) => {
-                window.through = seq;
-                crate::telemetry::published();
-            }
-            Err(e) => {
-                window.pending.clear();
-                let source = StoreError::from_publish(window.stream, e);
-                return Err(SubmitError::store(campaign, window.through, source));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Records publishing progress; with `done`, the final counts, and the status flips to

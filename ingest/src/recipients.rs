@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{BufRead, BufReader, Read};
 
-use jetmail_common::address::parse_recipient;
+use jetmail_common::address::{parse_recipient, Recipient};
 use jetmail_common::wire::{RejectedRow, Vars};
 
 /// A recipient that passed validation.
@@ -80,11 +80,15 @@ impl KeyHasher {
         }
     }
 
-    pub(crate) fn hash(&self, key: &str) -> u128 {
+    /// The hash of an address's duplicate key ([`Accepted::dedup_key`]), from its parts.
+    pub(crate) fn hash(&self, r: &Recipient) -> u128 {
+        let local = r.address.rsplit_once('@').map(|(l, _)| l).unwrap_or("");
         let mut a = self.k1.build_hasher();
-        a.write(key.as_bytes());
         let mut b = self.k2.build_hasher();
-        b.write(key.as_bytes());
+        for part in [local.as_bytes(), b"@", r.ascii_domain.as_bytes()] {
+            a.write(part);
+            b.write(part);
+        }
         ((a.finish() as u128) << 64) | b.finish() as u128
     }
 }
@@ -136,7 +140,7 @@ impl RowClassifier {
             }),
             Ok(r) => {
                 let first = match &mut self.dedup {
-                    Dedup::InMemory(hasher, seen) => seen.insert(hasher.hash(&r.dedup_key())),
+                    Dedup::InMemory(hasher, seen) => seen.insert(hasher.hash(&r)),
                     Dedup::Known(lines) => !lines.contains(&line),
                     Dedup::Off => true,
                 };
@@ -174,10 +178,10 @@ pub struct RecipientReader<R: Read> {
 struct LineIndex<R> {
     inner: R,
     offset: u64,
+    /// Offsets of the line breaks not yet counted in `dropped`.
     newlines: std::collections::VecDeque<u64>,
-    /// Line breaks dropped from `newlines` (all before `asked`).
+    /// Line breaks before the last offset asked about.
     dropped: u64,
-    asked: std::cell::Cell<u64>,
 }
 
 impl<R: Read> Read for LineIndex<R> {
@@ -189,27 +193,27 @@ impl<R: Read> Read for LineIndex<R> {
             }
         }
         self.offset += n as u64;
-        let asked = self.asked.get();
-        while self.newlines.front().is_some_and(|&o| o < asked) {
-            self.newlines.pop_front();
-            self.dropped += 1;
-        }
         Ok(n)
     }
 }
 
 impl<R> LineIndex<R> {
-    /// 1-based line of the byte at `offset`. Offsets must not decrease between calls.
-    fn line_of(&self, offset: u64) -> u64 {
-        self.asked.set(self.asked.get().max(offset));
-        1 + self.dropped + self.newlines.iter().take_while(|&&o| o < offset).count() as u64
+    /// 1-based line of the byte at `offset`. Offsets must not decrease between calls: the
+    /// line breaks before `offset` are counted once and forgotten, so each costs O(1) (the
+    /// parser reads ahead by a buffer of about a thousand lines).
+    fn line_of(&mut self, offset: u64) -> u64 {
+        while self.newlines.front().is_some_and(|&o| o < offset) {
+            self.newlines.pop_front();
+            self.dropped += 1;
+        }
+        1 + self.dropped
     }
 }
 
 /// The line a record starts on: the line of its last byte, less the line breaks inside it.
-fn start_line<R: Read>(csv: &csv::Reader<LineIndex<R>>, rec: &csv::ByteRecord) -> u64 {
+fn start_line<R: Read>(csv: &mut csv::Reader<LineIndex<R>>, rec: &csv::ByteRecord) -> u64 {
     let end = csv.position().byte();
-    let end_line = csv.get_ref().line_of(end.saturating_sub(1));
+    let end_line = csv.get_mut().line_of(end.saturating_sub(1));
     let inner: usize = rec
         .iter()
         .map(|f| f.iter().filter(|&&b| b == b'\n').count())
@@ -217,11 +221,17 @@ fn start_line<R: Read>(csv: &csv::Reader<LineIndex<R>>, rec: &csv::ByteRecord) -
     end_line.saturating_sub(inner as u64).max(1)
 }
 
-fn field(rec: &csv::ByteRecord, i: usize) -> Result<String, NotUtf8> {
+fn field(rec: &csv::ByteRecord, i: usize) -> Result<&str, NotUtf8> {
     let raw = rec.get(i).unwrap_or_default();
-    std::str::from_utf8(raw)
-        .map(|s| s.trim().to_string())
-        .map_err(|_| NotUtf8)
+    std::str::from_utf8(raw).map(str::trim).map_err(|_| NotUtf8)
+}
+
+/// What reading the next record found.
+enum Next {
+    /// A non-blank record, starting on this line.
+    Record(u64),
+    Unreadable(Row),
+    End,
 }
 
 impl<R: Read> RecipientReader<R> {
@@ -246,7 +256,6 @@ impl<R: Read> RecipientReader<R> {
                 offset: 0,
                 newlines: Default::default(),
                 dropped: 0,
-                asked: Default::default(),
             });
         let mut first = csv::ByteRecord::new();
         // The csv crate skips blank lines, so the first record is the first non-blank line.
@@ -254,7 +263,7 @@ impl<R: Read> RecipientReader<R> {
         if !got {
             return Err(FormatError::Empty);
         }
-        let first_line = start_line(&csv, &first);
+        let first_line = start_line(&mut csv, &first);
         let names: Vec<String> = first
             .iter()
             .map(|f| String::from_utf8_lossy(f).trim().to_string())
@@ -279,62 +288,121 @@ impl<R: Read> RecipientReader<R> {
         self.csv.position().byte()
     }
 
-    fn classify(&mut self, rec: &csv::ByteRecord, line: u64) -> Row {
-        let reject = |email: String, reason: String| {
+    /// The row's address (trimmed) once the row's shape is checked: the field count, and every
+    /// field the row is made of in UTF-8. A row that fails is rejected with its reason.
+    fn email_of<'r>(&self, rec: &'r csv::ByteRecord, line: u64) -> Result<&'r str, Row> {
+        let reject = |email: &str, reason: String| {
             Row::Rejected(RejectedRow {
                 line,
-                email,
+                email: email.to_string(),
                 reason,
             })
         };
-        let (email, vars) = match &self.mode {
+        match &self.mode {
             Mode::Bare => {
-                let email = match field(rec, 0) {
-                    Ok(e) => e,
-                    Err(r) => return reject(String::new(), r.to_string()),
-                };
+                let email = field(rec, 0).map_err(|r| reject("", r.to_string()))?;
                 if rec.len() > 1 {
-                    return reject(
+                    return Err(reject(
                         email,
                         format!("expected one address per line, found {} fields", rec.len()),
-                    );
+                    ));
                 }
-                (email, Vars::new())
+                Ok(email)
             }
             Mode::Csv { email_col, names } => {
                 if rec.len() != names.len() {
                     let email = field(rec, *email_col).unwrap_or_default();
-                    return reject(
+                    return Err(reject(
                         email,
                         format!(
                             "expected {} fields as in the header, found {}",
                             names.len(),
                             rec.len()
                         ),
-                    );
+                    ));
                 }
-                let email = match field(rec, *email_col) {
-                    Ok(e) => e,
-                    Err(r) => return reject(String::new(), r.to_string()),
-                };
-                let mut vars = Vars::new();
+                let email = field(rec, *email_col).map_err(|r| reject("", r.to_string()))?;
                 for (i, name) in names.iter().enumerate() {
                     if i == *email_col || name.is_empty() {
                         continue;
                     }
-                    match std::str::from_utf8(rec.get(i).unwrap_or_default()) {
-                        Ok(v) => {
-                            vars.insert(name.clone(), v.to_string());
-                        }
-                        Err(_) => {
-                            return reject(email, format!("column {name:?} is not valid UTF-8"))
-                        }
+                    if std::str::from_utf8(rec.get(i).unwrap_or_default()).is_err() {
+                        return Err(reject(email, format!("column {name:?} is not valid UTF-8")));
                     }
                 }
-                (email, vars)
+                Ok(email)
+            }
+        }
+    }
+
+    fn classify(&mut self, rec: &csv::ByteRecord, line: u64) -> Row {
+        let email = match self.email_of(rec, line) {
+            Ok(email) => email.to_string(),
+            Err(rejected) => return rejected,
+        };
+        let mut vars = Vars::new();
+        if let Mode::Csv { email_col, names } = &self.mode {
+            for (i, name) in names.iter().enumerate() {
+                if i == *email_col || name.is_empty() {
+                    continue;
+                }
+                // Checked by `email_of`.
+                let value = std::str::from_utf8(rec.get(i).unwrap_or_default()).unwrap_or_default();
+                vars.insert(name.clone(), value.to_string());
+            }
+        }
+        self.seen.classify(line, email, vars)
+    }
+
+    /// Reads the next non-blank record into `rec`.
+    fn read_next(&mut self, rec: &mut csv::ByteRecord) -> Next {
+        if let Some((first, line)) = self.pending_first.take() {
+            *rec = first;
+            return Next::Record(line);
+        }
+        loop {
+            match self.csv.read_byte_record(rec) {
+                Ok(false) => return Next::End,
+                Ok(true) => {
+                    let line = start_line(&mut self.csv, rec);
+                    // A line holding only separators/whitespace is blank, not a bad row.
+                    if rec.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
+                        continue;
+                    }
+                    return Next::Record(line);
+                }
+                Err(e) => {
+                    let end = self.csv.position().byte();
+                    let line = self.csv.get_mut().line_of(end.saturating_sub(1));
+                    return Next::Unreadable(Row::Rejected(RejectedRow {
+                        line,
+                        email: String::new(),
+                        reason: format!("unreadable row: {e}"),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// The next row's line and, when it would be accepted, its duplicate key's hash: what
+    /// [`crate::dedup::duplicate_lines`] needs, without building the row (its variables,
+    /// its strings). `None` at the end of the input.
+    pub(crate) fn next_key(&mut self, hasher: &KeyHasher) -> Option<(u64, Option<u128>)> {
+        let mut rec = std::mem::take(&mut self.record);
+        let found = match self.read_next(&mut rec) {
+            Next::End => None,
+            Next::Unreadable(_) => Some((0, None)),
+            Next::Record(line) => {
+                let key = self
+                    .email_of(&rec, line)
+                    .ok()
+                    .and_then(|email| parse_recipient(email).ok())
+                    .map(|r| hasher.hash(&r));
+                Some((line, key))
             }
         };
-        self.seen.classify(line, email, vars)
+        self.record = rec;
+        found
     }
 }
 
@@ -342,31 +410,11 @@ impl<R: Read> Iterator for RecipientReader<R> {
     type Item = Row;
 
     fn next(&mut self) -> Option<Row> {
-        if let Some((first, line)) = self.pending_first.take() {
-            return Some(self.classify(&first, line));
-        }
         let mut rec = std::mem::take(&mut self.record);
-        let row = loop {
-            match self.csv.read_byte_record(&mut rec) {
-                Ok(false) => break None,
-                Ok(true) => {
-                    let line = start_line(&self.csv, &rec);
-                    // A line holding only separators/whitespace is blank, not a bad row.
-                    if rec.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
-                        continue;
-                    }
-                    break Some(self.classify(&rec, line));
-                }
-                Err(e) => {
-                    let end = self.csv.position().byte();
-                    let line = self.csv.get_ref().line_of(end.saturating_sub(1));
-                    break Some(Row::Rejected(RejectedRow {
-                        line,
-                        email: String::new(),
-                        reason: format!("unreadable row: {e}"),
-                    }));
-                }
-            }
+        let row = match self.read_next(&mut rec) {
+            Next::End => None,
+            Next::Unreadable(row) => Some(row),
+            Next::Record(line) => Some(self.classify(&rec, line)),
         };
         self.record = rec;
         row
@@ -410,6 +458,29 @@ mod tests {
             "local part is case-sensitive"
         );
         assert!(matches!(&r[3], Row::Duplicate { line: 4, .. }), "{r:?}");
+    }
+
+    #[test]
+    fn the_key_scan_accepts_exactly_the_rows_the_reader_accepts() {
+        let input: &[u8] = b"email,name\nann@example.com,Ann\nbad,Bo\nc@example.com,\xff\n\nd@example.com\ne@Example.COM,\"multi\nline\"\n\"unterminated,x\n";
+        let accepted: Vec<u64> = RecipientReader::new(input)
+            .unwrap()
+            .filter_map(|r| match r {
+                Row::Accepted(a) => Some(a.line),
+                _ => None,
+            })
+            .collect();
+        let mut reader =
+            RecipientReader::with_classifier(input, RowClassifier::without_dedup()).unwrap();
+        let hasher = KeyHasher::new();
+        let mut keyed = Vec::new();
+        while let Some((line, key)) = reader.next_key(&hasher) {
+            if key.is_some() {
+                keyed.push(line);
+            }
+        }
+        assert_eq!(accepted, vec![2, 7]);
+        assert_eq!(keyed, accepted);
     }
 
     #[test]

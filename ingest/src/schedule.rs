@@ -94,24 +94,22 @@ pub fn held_scope(campaign: &str, schedule: &CampaignSchedule, now_ms: u64) -> O
         .then(|| Scope::Campaign(campaign.to_string()))
 }
 
-/// The message id and subject of recipient `seq` of `campaign` (domain token `token`):
-/// its held queue when `held`, else the outbox. MAIL_HELD has its own duplicate window, so
-/// the id is as stable as the outbox one: a retried submit publishes nothing twice.
-pub fn destination(
-    held: Option<&Scope>,
-    campaign: &str,
-    seq: u64,
-    token: &str,
-) -> (String, String) {
+/// The subject of `campaign`'s recipients in domain token `token`: its held queue when
+/// `held`, else the outbox.
+pub fn subject(held: Option<&Scope>, campaign: &str, token: &str) -> String {
     match held {
-        Some(scope) => (
-            topology::held_msg_id(scope, campaign, seq, 0),
-            topology::held_subject(scope, campaign, token),
-        ),
-        None => (
-            topology::outbox_msg_id(campaign, seq, 0),
-            topology::outbox_subject(campaign, token),
-        ),
+        Some(scope) => topology::held_subject(scope, campaign, token),
+        None => topology::outbox_subject(campaign, token),
+    }
+}
+
+/// The `Nats-Msg-Id` of recipient `seq`, in the stream [`subject`] names. MAIL_HELD has its
+/// own duplicate window, so the id is as stable as the outbox one: a retried submit
+/// publishes nothing twice.
+pub fn msg_id(held: Option<&Scope>, campaign: &str, seq: u64) -> String {
+    match held {
+        Some(scope) => topology::held_msg_id(scope, campaign, seq, 0),
+        None => topology::outbox_msg_id(campaign, seq, 0),
     }
 }
 

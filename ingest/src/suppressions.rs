@@ -165,7 +165,7 @@ pub async fn import<R: Read + Send + 'static>(
             report.rejected.push(r);
         }
     };
-    while let Some(row) = rows.recv().await {
+    while let Some(row) = rows.next().await {
         match row {
             Row::Accepted(a) => {
                 let reason = match a.vars.get(REASON_COLUMN).map(|r| r.trim()) {

@@ -7,9 +7,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use jetmail_common::metrics::{HTTP_REQUESTS, INGEST_RECIPIENTS_PUBLISHED, NO_ROUTE};
 
-/// One recipient's publish acknowledged by the broker.
-pub fn published() {
-    metrics::counter!(INGEST_RECIPIENTS_PUBLISHED).increment(1);
+/// `n` recipients' publishes acknowledged by the broker.
+pub fn published(n: u64) {
+    metrics::counter!(INGEST_RECIPIENTS_PUBLISHED).increment(n);
 }
 
 /// Middleware: counts each answered request. Layered with `Router::layer`, so it runs inside

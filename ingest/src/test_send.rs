@@ -9,9 +9,9 @@ use jetmail_common::address::parse_recipient;
 use jetmail_common::api::{Field, TestSendReport, TEST_SEND_MAX};
 use jetmail_common::topology::Topology;
 use jetmail_common::wire::{CampaignSpec, Vars};
-use tokio::sync::mpsc;
 
 use crate::citizen::Compliance;
+use crate::feed::Rows;
 use crate::publish::{self, Submission, SubmitError};
 use crate::recipients::{Accepted, Row};
 use crate::unsubscribe::Unsubscribe;
@@ -41,12 +41,12 @@ pub async fn send(
     topo: &Topology,
     spec: CampaignSpec,
     to: &[String],
-    mut rows: mpsc::Receiver<Row>,
+    mut rows: Rows,
     unsubscribe: Option<Arc<Unsubscribe>>,
 ) -> Result<TestSendReport, SubmitError> {
     check_addresses(to)?;
     let mut first: Option<Accepted> = None;
-    while let Some(row) = rows.recv().await {
+    while let Some(row) = rows.next().await {
         if let Row::Accepted(a) = row {
             first = Some(a);
             break;
@@ -57,7 +57,7 @@ pub async fn send(
     let vars: Vars = first.as_ref().map(|a| a.vars.clone()).unwrap_or_default();
     // A template that cannot render for these variables is refused now, not at the sender.
     crate::bounded::render_once(&spec, &to[0], &vars).await?;
-    let (tx, out) = mpsc::channel(TEST_SEND_MAX);
+    let mut out = Vec::with_capacity(to.len());
     for (i, a) in to.iter().enumerate() {
         let r = parse_recipient(a).map_err(|e| SubmitError::invalid(Field::To, e))?;
         let row = Row::Accepted(Accepted {
@@ -66,9 +66,8 @@ pub async fn send(
             domain: r.ascii_domain,
             vars: vars.clone(),
         });
-        tx.send(row).await.expect("the receiver is here");
+        out.push(row);
     }
-    drop(tx);
     let report = publish::submit(
         topo,
         Submission {
@@ -87,7 +86,7 @@ pub async fn send(
                 test: true,
             },
         },
-        out,
+        Rows::from(out),
         &mut (),
     )
     .await?;

@@ -14,10 +14,9 @@ use jetmail_common::api::{
     IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER,
 };
 use jetmail_common::wire::{CampaignSchedule, CampaignSpec};
-use tokio::sync::mpsc;
 
 use super::{ApiError, ApiState};
-use crate::feed::{rows_from_json, rows_from_reader};
+use crate::feed::{rows_from_json, rows_from_reader, Rows};
 use crate::publish::{self, Submission};
 use crate::recipients::Row;
 use crate::schedule::{self, ScheduleInput};
@@ -38,7 +37,7 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
 pub(super) struct CampaignParts {
     pub(super) spec: CampaignSpec,
     campaign_id: Option<String>,
-    pub(super) rows: mpsc::Receiver<Row>,
+    pub(super) rows: Rows,
     schedule: CampaignSchedule,
     /// SHA-256 of the whole request, to tell a replayed request from another one.
     fingerprint: String,
@@ -273,7 +272,7 @@ async fn preview(
     let CampaignParts { spec, mut rows, .. } = read_campaign(&state, &headers, req).await?;
     let mut rejected = crate::rejected::RejectedSample::default();
     let mut first = None;
-    while let Some(row) = rows.recv().await {
+    while let Some(row) = rows.next().await {
         match row {
             Row::Accepted(a) if first.is_none() => first = Some(a),
             Row::Rejected(r) => rejected.push(r),
