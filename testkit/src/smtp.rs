@@ -81,6 +81,9 @@ struct Shared {
     rng: AtomicU64,
     keep_bodies: bool,
     maildir: Option<std::path::PathBuf>,
+    /// The highest `<n>.eml` already in `maildir` at start: a restarted sink (compose `down`
+    /// then `up` keeps the mail volume) numbers on after it instead of overwriting.
+    maildir_first: u64,
 }
 
 impl Shared {
@@ -109,7 +112,8 @@ impl SmtpSink {
     }
 
     /// Starts on `addr`; `keep_bodies = false` keeps only counts (for large runs); with a
-    /// `maildir`, every message is also written there as `<n>.eml`.
+    /// `maildir`, every message is also written there as `<n>.eml`, numbered on after the
+    /// files already there.
     pub async fn start_on(
         addr: SocketAddr,
         keep_bodies: bool,
@@ -118,9 +122,11 @@ impl SmtpSink {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_nanos() as u64;
+        let maildir_first = maildir.as_deref().map_or(0, last_eml_number);
         let shared = Arc::new(Shared {
             keep_bodies,
             maildir,
+            maildir_first,
             rng: AtomicU64::new(seed),
             ..Default::default()
         });
@@ -429,6 +435,20 @@ fn accepted_last_second(shared: &Shared) -> usize {
     arrivals.iter().rev().take_while(|a| a.at >= since).count()
 }
 
+/// The highest `n` of the `<n>.eml` files in `dir` (0 when there are none).
+fn last_eml_number(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| {
+            let name = e.ok()?.file_name();
+            name.to_str()?.strip_suffix(".eml")?.parse::<u64>().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 fn record(shared: &Shared, from: &str, rcpts: &[String], data: Vec<u8>) {
     let n = shared
         .total
@@ -448,7 +468,8 @@ fn record(shared: &Shared, from: &str, rcpts: &[String], data: Vec<u8>) {
         }
     }
     if let Some(dir) = &shared.maildir {
-        let _ = std::fs::write(dir.join(format!("{:08}.eml", n + 1)), &data);
+        let n = shared.maildir_first + n + 1;
+        let _ = std::fs::write(dir.join(format!("{n:08}.eml")), &data);
     }
     if shared.keep_bodies {
         shared.received.lock().unwrap().push(Received {

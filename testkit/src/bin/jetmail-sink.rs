@@ -1,6 +1,10 @@
-//! A local SMTP sink for the demo: accepts every message and writes it to a directory.
+//! A local SMTP sink for the demo and compose.yaml: accepts every message and writes it to a
+//! directory.
+
+use std::time::Duration;
 
 use clap::Parser;
+use jetmail_common::config::parse_duration;
 
 #[derive(Parser)]
 #[command(about = "Local SMTP sink: accepts all mail and writes each message to --maildir")]
@@ -10,6 +14,10 @@ struct Args {
     /// Directory for the received messages (one .eml file each); none keeps only counts.
     #[arg(long, env = "JETMAIL_SINK_MAILDIR")]
     maildir: Option<std::path::PathBuf>,
+    /// Answer every command this long after it arrived, as a distant relay would (`500ms`):
+    /// with it, a campaign takes long enough to watch senders share it, scale and stop.
+    #[arg(long, env = "JETMAIL_SINK_DELAY", default_value = "0s", value_parser = parse_duration)]
+    delay: Duration,
 }
 
 #[tokio::main]
@@ -19,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let sink = jetmail_testkit::SmtpSink::start_on(args.listen, false, args.maildir).await?;
+    sink.set_faults(|f| f.delay = args.delay);
     eprintln!("jetmail-sink listening on {}", sink.addr);
     let shutdown = jetmail_common::shutdown::shutdown_token();
     let mut last = 0;

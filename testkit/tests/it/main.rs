@@ -1,3 +1,4 @@
-//! Checks on the repository's deployment files.
+//! Checks on the repository's deployment files, and on the SMTP sink they run.
 
 mod compose;
+mod sink;
