@@ -83,7 +83,13 @@ pub fn parse_recipient(raw: &str) -> Result<Recipient, AddressError> {
     {
         return Err(AddressError::InvalidDomain(domain.to_string()));
     }
-    let address = format!("{local}@{}", domain.to_lowercase());
+    // Built by hand, not with `format!`: ingest validates every recipient twice (once per
+    // pass over a file), and the formatting machinery was a quarter of this function's cost.
+    let domain = domain.to_lowercase();
+    let mut address = String::with_capacity(local.len() + 1 + domain.len());
+    address.push_str(local);
+    address.push('@');
+    address.push_str(&domain);
     lettre::Address::from_str(&address).map_err(|e| AddressError::Invalid(e.to_string()))?;
     Ok(Recipient {
         address,
