@@ -209,7 +209,7 @@ wait_status() { # id status deadline-seconds
 # ack was lost (a killed sender, a partition) waits for the ack wait, then is redelivered
 # and acked without sending (the ledger has it) -- or sent again, which the tally counts.
 wait_settled() { # id deadline-seconds
-  wait_status "$1" done "$2"
+  wait_status "$1" "done" "$2"
   local deadline=$((SECONDS + $2)) left
   while :; do
     left=$(campaign_field "$1" 'd["pending"]' || echo unknown)
