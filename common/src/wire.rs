@@ -405,6 +405,9 @@ pub struct SenderHealth {
     pub deferred: u64,
     /// Messages per second over the last heartbeat interval.
     pub rate: f64,
+    /// Its send slots (`--concurrency`): the fleet's sum must fit the consumer's MaxAckPending.
+    #[serde(default)]
+    pub concurrency: u64,
     pub interval_ms: u64,
     pub last_seen_ms: u64,
 }

@@ -40,16 +40,51 @@ const STATES: [(SenderState, &str); 6] = [
 
 /// Refreshes the gauges until `shutdown`; a failed refresh keeps the last values.
 pub async fn run(topo: Topology, map: HealthMap, shutdown: CancellationToken) {
+    let mut capped = false;
     loop {
         senders(&map);
-        if let Err(e) = refresh(&topo).await {
-            tracing::debug!(error = %e, "metrics not refreshed");
+        match refresh(&topo).await {
+            Ok(max_ack_pending) => {
+                capped = warn_when_capped(&map, max_ack_pending, capped);
+            }
+            Err(e) => tracing::debug!(error = %e, "metrics not refreshed"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(REFRESH_EVERY) => {}
         }
     }
+}
+
+/// The consumer delivers at most MaxAckPending messages to the whole fleet at once: a fleet
+/// whose send slots add up to more would wait on the broker while `--concurrency` says
+/// otherwise. Said once when it starts (and once when it ends), never silently. True while
+/// capped.
+fn warn_when_capped(map: &HealthMap, max_ack_pending: i64, was: bool) -> bool {
+    let fleet: u64 = map
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|s| !matches!(s.state, SenderState::Down | SenderState::Stopped))
+        .map(|s| s.concurrency)
+        .sum();
+    let capped = max_ack_pending > 0 && fleet > max_ack_pending as u64;
+    if capped && !was {
+        tracing::warn!(
+            fleet_concurrency = fleet,
+            max_ack_pending,
+            "the senders' concurrency adds up to more than the senders consumer's MaxAckPending: \
+             the broker caps the sends in flight; raise it (`nats consumer edit MAIL_OUTBOX senders \
+             --max-pending`) or lower --concurrency"
+        );
+    } else if was && !capped {
+        tracing::info!(
+            fleet_concurrency = fleet,
+            max_ack_pending,
+            "fleet concurrency within MaxAckPending again"
+        );
+    }
+    capped
 }
 
 fn senders(map: &HealthMap) {
@@ -60,8 +95,9 @@ fn senders(map: &HealthMap) {
     }
 }
 
-/// Reads the streams, the consumer and the campaign records once and sets their gauges.
-pub async fn refresh(topo: &Topology) -> Result<(), StoreError> {
+/// Reads the streams, the consumer and the campaign records once and sets their gauges;
+/// returns the senders consumer's MaxAckPending.
+pub async fn refresh(topo: &Topology) -> Result<i64, StoreError> {
     for (stream, name) in [
         (&topo.outbox, OUTBOX_MESSAGES),
         (&topo.held, HELD_MESSAGES),
@@ -94,5 +130,45 @@ pub async fn refresh(topo: &Topology) -> Result<(), StoreError> {
     for (status, n) in STATUSES.iter().zip(by_status) {
         gauge!(CAMPAIGNS, "status" => status.as_str()).set(n as f64);
     }
-    Ok(())
+    Ok(info.config.max_ack_pending)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jetmail_common::wire::SenderHealth;
+
+    fn sender(id: &str, state: SenderState, concurrency: u64) -> (String, SenderHealth) {
+        let h = SenderHealth {
+            v: 1,
+            id: id.into(),
+            host: "h".into(),
+            state,
+            relays: Vec::new(),
+            in_flight: 0,
+            sent: 0,
+            failed: 0,
+            deferred: 0,
+            rate: 0.0,
+            concurrency,
+            interval_ms: 500,
+            last_seen_ms: 1,
+        };
+        (id.to_string(), h)
+    }
+
+    #[test]
+    fn a_fleet_above_max_ack_pending_is_reported_while_it_lasts() {
+        let map: HealthMap = Default::default();
+        map.lock().unwrap().extend([
+            sender("a", SenderState::Up, 600),
+            sender("b", SenderState::Up, 600),
+            sender("gone", SenderState::Down, 5_000),
+        ]);
+        assert!(warn_when_capped(&map, 1_000, false));
+        assert!(!warn_when_capped(&map, 1_000_000, true));
+        assert!(!warn_when_capped(&map, 0, false), "0 means no limit");
+        map.lock().unwrap().remove("b");
+        assert!(!warn_when_capped(&map, 1_000, true));
+    }
 }

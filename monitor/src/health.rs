@@ -35,6 +35,7 @@ fn health_from(hb: &Heartbeat, previous: Option<&SenderHealth>) -> SenderHealth 
         failed: hb.failed,
         deferred: hb.deferred,
         rate,
+        concurrency: hb.concurrency,
         interval_ms: hb.interval_ms,
         last_seen_ms: hb.at_ms.max(1),
     }

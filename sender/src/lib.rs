@@ -223,6 +223,17 @@ pub async fn run(
     cfg.validate()?;
     let (consumer, policy) = senders_consumer(&topo).await?;
     cfg.check_policy(&policy)?;
+    // The broker hands the whole fleet at most MaxAckPending messages at once: a larger
+    // --concurrency would be a promise the consumer breaks (the monitor checks the fleet's sum).
+    let max_ack_pending = consumer.cached_info().config.max_ack_pending;
+    if max_ack_pending > 0 && cfg.concurrency as i64 > max_ack_pending {
+        tracing::warn!(
+            concurrency = cfg.concurrency,
+            max_ack_pending,
+            "--concurrency is above the senders consumer's MaxAckPending: the broker caps this \
+             sender's sends in flight"
+        );
+    }
     let max_deliver = policy.max_deliver();
     let relays = smtp::build_relays(&cfg.relays, &cfg.relay_options, cfg.concurrency, || {
         Circuit::new(cfg.circuit_failures, cfg.circuit_cooldown)

@@ -223,6 +223,7 @@ mod tests {
             failed: 0,
             deferred: 0,
             rate: 0.0,
+            concurrency: 32,
             interval_ms: 500,
             last_seen_ms,
         }

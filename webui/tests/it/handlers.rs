@@ -643,6 +643,7 @@ async fn sender_map_shows_states_escapes_hosts_and_marks_silent_senders_down() {
         deferred: 0,
         rate: 12.5,
         // Long enough that "alive" is surely up when the page is first read.
+        concurrency: 32,
         interval_ms: 2_000,
         last_seen_ms,
     };
@@ -822,6 +823,7 @@ async fn live_streams_carry_campaigns_and_senders() {
         failed: 0,
         deferred: 0,
         rate: 0.0,
+        concurrency: 32,
         interval_ms: 500,
         last_seen_ms: now_ms(),
     };
