@@ -158,6 +158,8 @@ async fn lane(
     let config = topology::held_consumer_config(scope, &ctx.policy);
     let mut consumer: Option<Consumer<pull::Config>> = None;
     let mut idle_since = tokio::time::Instant::now();
+    // When this lane last pulled for a possible redelivery (see below).
+    let mut probed_at = tokio::time::Instant::now();
     tracing::debug!(%scope, "lane started");
     while !shutdown.is_cancelled() {
         let mut c = match &consumer {
@@ -192,8 +194,20 @@ async fn lane(
             Gate::Open(r) => r,
             Gate::Free => None,
         };
-        // Only what is waiting: neither a slot nor the budget is taken for an empty queue.
+        // Only what is waiting: neither a slot nor the budget is taken for an empty queue. A
+        // message whose sender died is not counted as pending but as ack-pending, and comes
+        // back only to a pull: once nothing has come for half an ack wait while some are
+        // unacknowledged, pull one anyway (a grant may be wasted then, at most once per half
+        // ack wait), or a rate-limited queue whose last sender crashed would strand it.
         let pending = match c.info().await {
+            Ok(info) if info.num_pending == 0 && info.num_ack_pending > 0 => {
+                let half = ctx.policy.ack_wait / 2;
+                let probe = idle_since.elapsed() >= half && probed_at.elapsed() >= half;
+                if probe {
+                    probed_at = tokio::time::Instant::now();
+                }
+                usize::from(probe)
+            }
             Ok(info) => info.num_pending as usize,
             Err(e) => {
                 tracing::warn!(%scope, error = %e, "cannot read a held consumer; re-creating it");

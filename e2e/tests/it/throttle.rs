@@ -387,3 +387,39 @@ async fn a_deadline_expires_the_rest_and_nothing_is_sent_after_it() -> anyhow::R
     );
     Ok(())
 }
+
+/// The sender holding the last recipient of a rate-limited campaign dies: nothing else waits in
+/// the held queue, and a redelivery comes back only to a pull. The surviving sender's lane pulls
+/// for it once nothing has come for half an ack wait (found by the compose test: before, the
+/// recipient stayed unacknowledged and the campaign `running` for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_recipient_whose_sender_died_is_not_stranded() -> anyhow::Result<()> {
+    const N: usize = 10;
+    let mut stack =
+        Stack::start_with_policy(0, &policy("1s", "6s"), &["--send-timeout", "3s"]).await?;
+    let csv = stack.write_csv("strand.csv", N)?;
+    let last = format!("user{}@example.com", N - 1);
+    let url = stack.sink.url();
+    stack.spawn_sender_with("dies", &url, &[], &[("JETMAIL_TEST_CRASH_ON", &last)])?;
+    senders_up(&stack, 1).await?;
+    stack.submit(&csv, "strand", &["--rate", "5/s"])?;
+    wait_for(
+        "the sender to die on the last recipient",
+        Duration::from_secs(30),
+        || {
+            let exited = stack.sender("dies").exited().is_some();
+            async move { exited.then_some(()) }
+        },
+    )
+    .await?;
+    let died = Instant::now();
+    stack.spawn_sender("survivor", &[])?;
+    let p = stack.wait_done("strand", Duration::from_secs(60)).await?;
+    println!(
+        "THROTTLE a sender died holding the last rate-limited recipient: sent {} of {N}, done {:.1}s after (ack wait 6s)",
+        p.sent,
+        died.elapsed().as_secs_f64()
+    );
+    assert_eq!(p.sent, N as u64);
+    Ok(())
+}
