@@ -145,9 +145,17 @@ async fn process(ctx: &Ctx, msg: &Message, lane_session: Option<OwnedSemaphorePe
             ctx.stats.sent.fetch_add(1, Ordering::Relaxed);
             // The `sent` event is the ledger too: once the broker acknowledged it, a
             // redelivery is acked without sending, so the ack itself need not be confirmed.
-            event(ctx, &m, Outcome::Sent, None).await;
+            let recorded = event(ctx, &m, Outcome::Sent, None).await;
+            // Remembered either way: the repair after a reconnect writes the event again.
             ctx.recent
                 .record(&m.campaign, m.seq, m.replay, m.published_ms);
+            if !recorded {
+                // Acked without its event, the recipient would be counted nowhere and its
+                // campaign never done: left to come back after the ack wait (by then the
+                // repair has written the event, or it is mailed again: see ARCHITECTURE).
+                tracing::error!(campaign = %m.campaign, seq = m.seq, "sent, but its event could not be stored: not acking");
+                return;
+            }
             test_crash(ctx, &m.email, CrashPoint::AfterLedger);
             if delivery > 1 {
                 let _ = ctx.topo.attempts.purge(&key).await;
@@ -345,14 +353,15 @@ fn test_crash(ctx: &Ctx, email: &str, point: CrashPoint) {
 }
 
 /// Publishes an outcome event. Its id makes a re-publish after a crash a no-op.
-async fn event(ctx: &Ctx, m: &OutboxMessage, outcome: Outcome, delivery: Option<i64>) {
+/// True once the broker stored it.
+async fn event(ctx: &Ctx, m: &OutboxMessage, outcome: Outcome, delivery: Option<i64>) -> bool {
     crate::metrics::delivery(outcome);
     let ev = DeliveryEvent::new(m, outcome, &ctx.cfg.id);
     let id = topology::event_msg_id(&m.campaign, m.seq, m.replay, outcome, delivery);
     retry("publish an event", || {
         outcomes::publish_event(&ctx.topo.js, &ev, &id)
     })
-    .await;
+    .await
 }
 
 /// Moves a message to MAIL_DEAD (waiting for the broker's ack), then terminates it.
