@@ -12,6 +12,9 @@ pub use nats::{
 mod topology;
 pub use topology::{ReplicasError, TopologyArgs};
 
+/// How long a service keeps trying to set up its streams and buckets before it gives up.
+pub const TOPOLOGY_RETRY_FOR: Duration = Duration::from_secs(60);
+
 /// Why a service could not start talking to the broker.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -49,8 +52,21 @@ impl NatsArgs {
     ) -> Result<(Client, crate::topology::Topology), StartupError> {
         let client = self.connect(name).await?;
         let js = jetstream_context(client.clone(), max_ack_inflight);
-        let topo = crate::topology::ensure_with(&js, &self.topology.options()).await?;
-        Ok((client, topo))
+        // A cluster that is still forming (or has lost its quorum) accepts connections but
+        // cannot create replicated streams yet: keep trying for a while, saying why, rather
+        // than exit and leave it to a restart policy (compose's first `up` of the cluster
+        // profile gave up on a service that exited so).
+        let started = std::time::Instant::now();
+        loop {
+            match crate::topology::ensure_with(&js, &self.topology.options()).await {
+                Ok(topo) => return Ok((client, topo)),
+                Err(e) if started.elapsed() < TOPOLOGY_RETRY_FOR => {
+                    tracing::warn!(error = %e, "cannot set up JetStream yet; retrying");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 

@@ -393,3 +393,41 @@ async fn topology_apply_moves_replicas_from_one_to_three_and_back() -> anyhow::R
     }
     Ok(())
 }
+
+/// A service started while the cluster has no quorum (two of three nodes down) cannot create
+/// its replicated streams yet: it waits, saying why, instead of exiting, and sets them up once
+/// the nodes are back (compose's first `up` of the cluster profile gave up on services that
+/// exited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_started_before_the_cluster_has_a_quorum_waits_for_it() -> anyhow::Result<()> {
+    let mut cluster = NatsCluster::start().await?;
+    cluster.kill(1);
+    cluster.kill(2);
+    let dir = TempDir::new("quorum");
+    let port = free_port();
+    let mut args = cluster.service_args();
+    args.extend(strings(&["--listen", &format!("127.0.0.1:{port}")]));
+    let mut monitor = Service::spawn("monitor", "jetmail-monitor", &args, &[], dir.path())?;
+    // Longer than a JetStream request's timeout (10 s): without the retry it has exited.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(
+        monitor.exited().is_none(),
+        "the monitor gave up without a quorum:\n{}",
+        monitor.log()
+    );
+    let waited = Instant::now();
+    cluster.restart(1).await?;
+    cluster.restart(2).await?;
+    wait_for("the monitor to answer", Duration::from_secs(60), || {
+        jetmail_testkit::http_request(port, "GET", "/healthz", "")
+    })
+    .await?;
+    println!(
+        "CLUSTER a monitor started without a quorum: up {:.1}s after the nodes came back",
+        waited.elapsed().as_secs_f64()
+    );
+    assert!(monitor
+        .log()
+        .contains("cannot set up JetStream yet; retrying"));
+    Ok(())
+}
