@@ -117,6 +117,17 @@ fn dechunk(text: &str) -> String {
     out
 }
 
+/// A CSV of `n` recipients over 50 domains, with a `name` column for the templates.
+pub fn write_csv(path: &Path, n: usize) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(f, "email,name")?;
+    for i in 0..n {
+        writeln!(f, "user{i}@domain{}.example.com,Name {i}", i % 50)?;
+    }
+    Ok(f.flush()?)
+}
+
 fn postfix_tool(name: &str) -> Option<PathBuf> {
     ["/usr/sbin", "/usr/bin"]
         .iter()
@@ -126,13 +137,13 @@ fn postfix_tool(name: &str) -> Option<PathBuf> {
 
 /// Postfix's `smtp-sink` on a port of its own (it binds with SO_REUSEPORT: a leftover sink on
 /// a shared port would take half the connections).
-pub struct SmtpSink {
+pub struct PostfixSink {
     child: Child,
     pub port: u16,
     out: PathBuf,
 }
 
-impl SmtpSink {
+impl PostfixSink {
     /// `delay`: answer every DATA that much later (`-w`), like a distant MX. `backlog` is also
     /// the most connections it serves at once.
     pub fn start(dir: &Path, backlog: u32, delay: Option<Duration>) -> anyhow::Result<Self> {
@@ -177,7 +188,7 @@ impl SmtpSink {
     }
 }
 
-impl Drop for SmtpSink {
+impl Drop for PostfixSink {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -204,7 +215,7 @@ pub fn smtp_source(
     let bin = postfix_tool("smtp-source").ok_or_else(|| {
         anyhow::anyhow!("Postfix's smtp-source is missing: run scripts/setup.sh --bench")
     })?;
-    let sink = SmtpSink::start(dir, 4096.max(sessions as u32 * 2), delay)?;
+    let sink = PostfixSink::start(dir, 4096.max(sessions as u32 * 2), delay)?;
     let cpu = cpu_us(sink.pid());
     let started = Instant::now();
     let status = Command::new(bin)

@@ -218,6 +218,20 @@ impl ClusterStack {
     }
 }
 
+/// Every recipient delivered, and no more of them twice than the sends in flight (`bound`).
+fn assert_nothing_lost_and_duplicates_within(lost: &[String], duplicates: u64, bound: u64) {
+    assert!(
+        lost.is_empty(),
+        "lost {}: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert!(
+        duplicates <= bound,
+        "{duplicates} duplicates, bound {bound}"
+    );
+}
+
 fn strings(s: &[&str]) -> Vec<String> {
     s.iter().map(|s| s.to_string()).collect()
 }
@@ -256,16 +270,7 @@ async fn kill_the_leader_of(stream: &str, campaign: &str) -> anyhow::Result<()> 
         recovered.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    assert!(
-        lost.is_empty(),
-        "lost {}: {:?}",
-        lost.len(),
-        &lost[..lost.len().min(5)]
-    );
-    assert!(
-        duplicates <= bound,
-        "{duplicates} duplicates, bound {bound}"
-    );
+    assert_nothing_lost_and_duplicates_within(&lost, duplicates, bound);
     let new_leader = stack.cluster.leader(&stack.client, stream).await;
     assert!(
         new_leader.is_some_and(|l| l != leader),
@@ -312,16 +317,7 @@ async fn a_rolling_restart_of_every_node_loses_nothing() -> anyhow::Result<()> {
         lost.len(),
         started.elapsed().as_secs_f64()
     );
-    assert!(
-        lost.is_empty(),
-        "lost {}: {:?}",
-        lost.len(),
-        &lost[..lost.len().min(5)]
-    );
-    assert!(
-        duplicates <= bound,
-        "{duplicates} duplicates, bound {bound}"
-    );
+    assert_nothing_lost_and_duplicates_within(&lost, duplicates, bound);
     stack.assert_services_healthy().await
 }
 
@@ -408,8 +404,15 @@ async fn a_service_started_before_the_cluster_has_a_quorum_waits_for_it() -> any
     let mut args = cluster.service_args();
     args.extend(strings(&["--listen", &format!("127.0.0.1:{port}")]));
     let mut monitor = Service::spawn("monitor", "jetmail-monitor", &args, &[], dir.path())?;
-    // Longer than a JetStream request's timeout (10 s): without the retry it has exited.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // Its first attempt has failed (a JetStream request times out after 10 s): without the
+    // retry it exits there, and this line never comes.
+    wait_for("the monitor to retry", Duration::from_secs(30), || {
+        let retrying = monitor
+            .log()
+            .contains("cannot set up JetStream yet; retrying");
+        async move { retrying.then_some(()) }
+    })
+    .await?;
     assert!(
         monitor.exited().is_none(),
         "the monitor gave up without a quorum:\n{}",

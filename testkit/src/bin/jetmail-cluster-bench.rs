@@ -4,14 +4,14 @@
 //! fsync and with `sync_interval: always`. Prints end-to-end messages per second (submit to
 //! the last ledger write) for each sender count. Run it with `scripts/bench.sh --cluster`.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use jetmail_common::topology::{self, TopologyOptions};
+use jetmail_testkit::bench::{write_csv, PostfixSink};
 use jetmail_testkit::cluster::Sync;
-use jetmail_testkit::{bin_path, free_port, NatsCluster, Service, TempDir};
+use jetmail_testkit::{bin_path, NatsCluster, Service, TempDir};
 
 #[derive(Parser)]
 #[command(about = "jetmail end-to-end throughput on one node and on a 3-node cluster")]
@@ -32,55 +32,6 @@ struct Args {
     sync_always: bool,
 }
 
-/// A fast relay: Postfix's `smtp-sink` when installed, else `jetmail-sink`.
-struct Sink {
-    child: Child,
-    port: u16,
-}
-
-impl Sink {
-    fn start(dir: &Path) -> anyhow::Result<Self> {
-        let port = free_port();
-        let log = std::fs::File::create(dir.join("sink.out"))?;
-        let smtp_sink = ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
-            .into_iter()
-            .find(|p| Path::new(p).exists());
-        let child = match smtp_sink {
-            Some(p) => Command::new(p)
-                .args(["-u", "nobody"])
-                .arg(format!("127.0.0.1:{port}"))
-                .arg("1024")
-                .stdout(log)
-                .stderr(Stdio::null())
-                .spawn()?,
-            None => Command::new(bin_path("jetmail-sink")?)
-                .args(["--listen", &format!("127.0.0.1:{port}")])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()?,
-        };
-        std::thread::sleep(Duration::from_millis(300));
-        Ok(Self { child, port })
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn write_csv(path: &Path, n: usize) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    writeln!(f, "email,name")?;
-    for i in 0..n {
-        writeln!(f, "user{i}@domain{}.example.com,Name {i}", i % 50)?;
-    }
-    Ok(f.flush()?)
-}
-
 /// One campaign of `recipients` through `senders` senders on `nodes` nodes: msg/s from the
 /// start of submit until the ledger holds every recipient.
 async fn run(args: &Args, nodes: usize, sync: Sync, senders: usize) -> anyhow::Result<f64> {
@@ -92,7 +43,7 @@ async fn run(args: &Args, nodes: usize, sync: Sync, senders: usize) -> anyhow::R
         replicas: Some(nodes),
     };
     topology::ensure_with(&js, &options).await?;
-    let sink = Sink::start(dir.path())?;
+    let sink = PostfixSink::start(dir.path(), 1024, None)?;
     let nats = cluster.service_args();
     let mut procs = Vec::new();
     for i in 0..senders {

@@ -39,20 +39,6 @@ struct Args {
 /// Publishes in a window this wide: under async-nats' default of 5,000 un-acked publishes.
 const WINDOW: usize = 4_000;
 
-fn rss_mib(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with(field)).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .map(|kb| kb.parse().unwrap_or(0.0))
-            })
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 async fn publish_campaign(topo: &Topology, id: &str, n: usize) -> anyhow::Result<()> {
     let record = CampaignRecord {
         v: 1,
@@ -222,7 +208,9 @@ async fn run_sender(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64()).max(1e-3);
-    let rss = sender.pid().map_or(0.0, |p| rss_mib(p, "VmHWM:"));
+    let rss = sender
+        .pid()
+        .map_or(0.0, jetmail_testkit::bench::peak_rss_mib);
     sender.terminate(Duration::from_secs(10))?;
     Ok(Run {
         rate: n as f64 / secs,

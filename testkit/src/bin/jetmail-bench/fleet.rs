@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use jetmail_common::limits::LimitSpec;
 use jetmail_common::topology::{self, Topology};
-use jetmail_common::wire::{DeliveryEvent, Outcome};
-use jetmail_testkit::bench::{peak_rss_mib, SmtpSink, Varz};
+use jetmail_common::wire::{DeliveryEvent, Outcome, SenderHealth, SenderState};
+use jetmail_testkit::bench::{peak_rss_mib, PostfixSink, Varz};
 use jetmail_testkit::{bin_path, free_port, NatsServer, Service};
 
 pub struct Fleet {
     pub nats: NatsServer,
     pub monitor_port: u16,
-    pub sink: SmtpSink,
+    pub sink: PostfixSink,
     pub monitor: Service,
     pub senders: Vec<Service>,
     pub topo: Topology,
@@ -35,7 +35,7 @@ impl Fleet {
         let monitor_port = free_port();
         let nats = NatsServer::start_with(vec!["-m".into(), monitor_port.to_string()]).await?;
         let backlog = (spec.senders * spec.concurrency * 2).max(1024) as u32;
-        let sink = SmtpSink::start(dir, backlog, spec.sink_delay)?;
+        let sink = PostfixSink::start(dir, backlog, spec.sink_delay)?;
         let client = nats.client().await?;
         let js = jetmail_common::config::jetstream_context(client, 8192);
         let topo = topology::ensure(&js).await?;
@@ -79,8 +79,17 @@ impl Fleet {
                 dir,
             )?);
         }
-        // Every sender connected and ready to pull.
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        // Every sender connected and pulling: its heartbeat is in the health map as `up`.
+        let ids: Vec<String> = (0..spec.senders).map(|i| format!("bench{i}")).collect();
+        jetmail_testkit::wait_for("every sender up", Duration::from_secs(60), || async {
+            for id in &ids {
+                let entry = topo.senders.get(id).await.ok()??;
+                let health: SenderHealth = serde_json::from_slice(&entry).ok()?;
+                (health.state == SenderState::Up).then_some(())?;
+            }
+            Some(())
+        })
+        .await?;
         Ok(Self {
             nats,
             monitor_port,
@@ -161,17 +170,6 @@ impl Fleet {
             println!("  peak RSS {:<16} {rss:.1} MiB", "ingest");
         }
     }
-}
-
-/// A CSV of `n` recipients over 50 domains, with a `name` column for the templates.
-pub fn write_csv(path: &Path, n: usize) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    writeln!(f, "email,name")?;
-    for i in 0..n {
-        writeln!(f, "user{i}@domain{}.example.com,Name {i}", i % 50)?;
-    }
-    Ok(f.flush()?)
 }
 
 /// A text body that makes a message of about `bytes` on the wire (headers take ~400), with a

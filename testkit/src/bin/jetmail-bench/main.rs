@@ -13,10 +13,10 @@ mod limits;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use jetmail_testkit::bench::{smtp_source, CpuMeter, Histogram, Varz};
+use jetmail_testkit::bench::{smtp_source, write_csv, CpuMeter, Histogram, Varz};
 use jetmail_testkit::{bin_path, free_port, Service, TempDir};
 
-use fleet::{submit, write_body, write_csv, Fleet, FleetSpec};
+use fleet::{submit, write_body, Fleet, FleetSpec};
 
 #[derive(Parser)]
 #[command(about = "jetmail end-to-end benchmark")]
@@ -234,7 +234,6 @@ async fn quarter(args: &Args, senders: usize, rate: f64) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let times = fleet.sent_times(None, total).await?;
     println!(
         "== latency at a quarter of the peak: {rate:.0} recipients/s offered for {} s ({total}, in campaigns of {per_tick} every 100 ms) ==",
