@@ -277,10 +277,11 @@ pub async fn run(
             ctx.suppressions.watch(store, stop).await
         }
     });
-    // Nothing is pulled before the whole list is known: a half-loaded list would let a
-    // suppressed recipient through.
+    // Nothing is pulled before the whole list and the limits are known: a half-loaded list
+    // would let a suppressed recipient through, a sender without its limits would send at
+    // full speed until its watch caught up.
     tokio::select! {
-        _ = ctx.suppressions.loaded() => {}
+        _ = async { tokio::join!(ctx.suppressions.loaded(), ctx.throttle.loaded()) } => {}
         _ = shutdown.cancelled() => {}
     }
     tracing::info!(id = %ctx.cfg.id, concurrency = ctx.cfg.concurrency, relays = ctx.relays.len(), "sender ready");

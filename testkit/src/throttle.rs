@@ -22,6 +22,9 @@ pub struct RateReport {
     pub max_window: usize,
     /// Fewest arrivals in any 1-second window inside the period.
     pub min_window: usize,
+    /// Arrivals in each tenth of the busiest window: a spike in one tenth is a stall that
+    /// ended (sends bunched up), an even spread is a rate held too high.
+    pub busiest_tenths: [usize; 10],
 }
 
 /// Step between the starts of two sliding windows.
@@ -32,8 +35,13 @@ impl std::fmt::Display for RateReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} in {:.2}s: mean {:.1}/s, 1-s windows {}..{}",
-            self.count, self.seconds, self.mean, self.min_window, self.max_window
+            "{} in {:.2}s: mean {:.1}/s, 1-s windows {}..{} (busiest by tenths {:?})",
+            self.count,
+            self.seconds,
+            self.mean,
+            self.min_window,
+            self.max_window,
+            self.busiest_tenths
         )
     }
 }
@@ -48,13 +56,22 @@ pub fn rate_between(times: &[Instant], from: Instant, to: Instant) -> RateReport
     let seconds = to.saturating_duration_since(from).as_secs_f64();
     let total = count(from, to);
     let (mut max_window, mut min_window) = (0, usize::MAX);
+    let mut busiest_start = from;
     let mut start = from;
     while start + WINDOW <= to {
         let n = count(start, start + WINDOW);
-        max_window = max_window.max(n);
+        if n > max_window {
+            max_window = n;
+            busiest_start = start;
+        }
         min_window = min_window.min(n);
         start += WINDOW_STEP;
     }
+    let tenth = WINDOW / 10;
+    let busiest_tenths = std::array::from_fn(|i| {
+        let a = busiest_start + tenth * i as u32;
+        count(a, a + tenth)
+    });
     RateReport {
         count: total,
         seconds,
@@ -65,6 +82,7 @@ pub fn rate_between(times: &[Instant], from: Instant, to: Instant) -> RateReport
         } else {
             min_window
         },
+        busiest_tenths,
     }
 }
 

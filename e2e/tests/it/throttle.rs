@@ -125,6 +125,31 @@ async fn a_global_limit_holds_when_a_sender_dies_and_another_joins() -> anyhow::
     Ok(())
 }
 
+/// A sender that starts while recipients wait under a limit holds it from its very first
+/// send: it reads the limits before it pulls (before, one that pulled before its limits watch
+/// caught up sent a whole batch at once, found as a burst of 32 in the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_that_starts_under_a_limit_holds_it_from_its_first_send() -> anyhow::Result<()> {
+    const RATE: f64 = 20.0;
+    const N: usize = 120;
+    let mut stack = Stack::start(0, &[]).await?;
+    stack.set_limit(&[], "20/s", None).await?;
+    let emails = addresses(N, "example.com");
+    let csv = stack.write_emails("r.csv", emails.clone())?;
+    stack.submit(&csv, "late", &[])?;
+    stack.spawn_sender("s1", &[])?;
+    stack.wait_done("late", Duration::from_secs(30)).await?;
+
+    let times = stack.arrival_times("@example.com");
+    // Judged from the first arrival: no settling time here, the start is the point.
+    let r = rate_between(&times, times[0], *times.last().unwrap());
+    println!("THROTTLE a sender started under 20/s: {r}");
+    let (missing, twice) = missing_and_twice(&stack.sink.counts(), &emails);
+    assert_eq!((missing, twice), (0, 0), "(missing, duplicates)");
+    assert_held("20/s from a sender's first send", &r, RATE);
+    Ok(())
+}
+
 /// One campaign, the throttled domain first in the file: the unlimited domain is not held up
 /// behind it, and the throttled one trickles out at its rate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
