@@ -189,8 +189,7 @@ async fn run_sender(
             first = Some(Instant::now());
         }
         if load_ms.is_none() {
-            // The log is coloured: drop the escape sequences before reading `ms=`.
-            let log = strip_ansi(&sender.log());
+            let log = sender.log();
             load_ms = log
                 .lines()
                 .find(|l| l.contains("suppression list loaded"))
@@ -217,20 +216,6 @@ async fn run_sender(
         rss,
         load_ms,
     })
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut in_escape = false;
-    for c in s.chars() {
-        match (in_escape, c) {
-            (false, '\u{1b}') => in_escape = true,
-            (false, c) => out.push(c),
-            (true, 'm') => in_escape = false,
-            (true, _) => {}
-        }
-    }
-    out
 }
 
 fn openssl(dir: &Path, script: &str) -> anyhow::Result<()> {
