@@ -313,9 +313,8 @@ for c in $(compose ps -a -q sender); do
   docker logs "$c" 2>&1 | grep 'sender stopped' >/dev/null || fail "sender ${c:0:12} never logged its stop"
 done
 ((stop_s < 40)) || fail "stopping the senders took $stop_s s"
-# What each had in flight when SIGTERM came (its drain log line; colours taken out).
+# What each had in flight when SIGTERM came (its drain log line).
 drained=$(for c in $(compose ps -a -q sender); do docker logs "$c" 2>&1; done |
-  sed 's/\x1b\[[0-9;]*m//g' |
   sed -n 's/.*draining: finishing sends in flight in_flight=\([0-9]*\).*/\1/p' |
   awk '{ n += $1 } END { print n + 0 }')
 result "stop: 4 senders drained ${drained} sends in flight and exited ${exits}in $stop_s s; the killed one exited $(docker inspect -f '{{.State.ExitCode}}' "$KILLED")"
