@@ -367,6 +367,9 @@ impl Throttle {
         while !shutdown.is_cancelled() && !*self.loaded.borrow() {
             match self.load().await {
                 Ok(n) => {
+                    // A joining sender's share of a session cap counts the others from its
+                    // first send, not the whole cap until the first refresh.
+                    self.read_live().await;
                     tracing::debug!(entries = n, "limits loaded");
                     self.loaded.send_replace(true);
                 }
@@ -413,28 +416,36 @@ impl Throttle {
     }
 
     async fn refresh_live(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(SHARE_REFRESH);
+        // The first read is part of the load at start (see `watch`).
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + SHARE_REFRESH, SHARE_REFRESH);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let Ok(keys) = self.senders.keys().await else {
-                continue;
-            };
-            let keys: Vec<String> = keys.filter_map(|k| async { k.ok() }).collect().await;
-            let mut live = Vec::with_capacity(keys.len());
-            for k in keys {
-                if let Ok(Some(v)) = self.senders.get(&k).await {
-                    if let Ok(h) = serde_json::from_slice::<SenderHealth>(&v) {
-                        if matches!(h.state, SenderState::Up | SenderState::Blocked) {
-                            live.push(h.id);
-                        }
+            self.read_live().await;
+        }
+    }
+
+    /// Reads which senders are live from the health map (for session shares); on a broker
+    /// error the last list stays.
+    async fn read_live(&self) {
+        let Ok(keys) = self.senders.keys().await else {
+            return;
+        };
+        let keys: Vec<String> = keys.filter_map(|k| async { k.ok() }).collect().await;
+        let mut live = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Ok(Some(v)) = self.senders.get(&k).await {
+                if let Ok(h) = serde_json::from_slice::<SenderHealth>(&v) {
+                    if matches!(h.state, SenderState::Up | SenderState::Blocked) {
+                        live.push(h.id);
                     }
                 }
             }
-            *self.live.write().unwrap() = live;
         }
+        *self.live.write().unwrap() = live;
     }
 }
 

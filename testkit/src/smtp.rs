@@ -77,6 +77,10 @@ struct Shared {
     refused_421: AtomicU64,
     total: AtomicU64,
     connections: AtomicU64,
+    /// Transactions open now (MAIL FROM accepted, the DATA reply not sent yet), and the most
+    /// open at once: the sessions a relay sees busy, what a session cap limits.
+    open_transactions: AtomicU64,
+    max_open_transactions: AtomicU64,
     pipelined: AtomicU64,
     rng: AtomicU64,
     keep_bodies: bool,
@@ -206,6 +210,12 @@ impl SmtpSink {
         self.shared.counts.lock().unwrap().len()
     }
 
+    /// The most transactions open at once so far (MAIL FROM accepted, final reply to DATA
+    /// not sent yet, on any connection).
+    pub fn max_open_transactions(&self) -> u64 {
+        self.shared.max_open_transactions.load(Ordering::Relaxed)
+    }
+
     /// Connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.shared.connections.load(Ordering::Relaxed)
@@ -248,6 +258,26 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
+    }
+}
+
+/// One open transaction, counted in [`Shared::open_transactions`] until dropped (the DATA
+/// reply sent, RSET, or the connection gone).
+struct OpenTransaction(Arc<Shared>);
+
+impl OpenTransaction {
+    fn open(shared: &Arc<Shared>) -> Self {
+        let now = shared.open_transactions.fetch_add(1, Ordering::SeqCst) + 1;
+        shared
+            .max_open_transactions
+            .fetch_max(now, Ordering::SeqCst);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for OpenTransaction {
+    fn drop(&mut self) {
+        self.0.open_transactions.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -308,6 +338,7 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
     // A transaction is open (MAIL FROM accepted): RCPT outside one is refused, as real
     // servers do, so a client that pipelines after a refused MAIL FROM is tested for real.
     let mut in_mail = false;
+    let mut transaction: Option<OpenTransaction> = None;
     loop {
         line.clear();
         let n;
@@ -353,6 +384,9 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
                 }
                 from = angle_addr(arg);
                 in_mail = true;
+                // A MAIL inside a transaction starts a new one; the old one is over first.
+                drop(transaction.take());
+                transaction = Some(OpenTransaction::open(&shared));
                 rcpts.clear();
                 reply(&mut w, &shared, at, "250 2.1.0 ok").await?
             }
@@ -375,6 +409,7 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
             "DATA" => {
                 if rcpts.is_empty() {
                     reply(&mut w, &shared, at, "554 5.5.1 no valid recipients").await?;
+                    drop(transaction.take());
                     continue;
                 }
                 reply(&mut w, &shared, at, "354 end data with <CR><LF>.<CR><LF>").await?;
@@ -409,6 +444,7 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
                     return Ok(());
                 }
                 reply(&mut w, &shared, at, "250 2.0.0 queued").await?;
+                drop(transaction.take());
                 if f.drop_every.is_some_and(|n| accepted >= n) {
                     return Ok(());
                 }
@@ -416,6 +452,7 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
             "RSET" => {
                 rcpts.clear();
                 in_mail = false;
+                drop(transaction.take());
                 reply(&mut w, &shared, at, "250 2.0.0 ok").await?
             }
             "NOOP" => reply(&mut w, &shared, at, "250 2.0.0 ok").await?,

@@ -111,6 +111,22 @@ impl Stack {
     ) -> anyhow::Result<LimitSpec> {
         let domains: Vec<String> = domains.iter().map(|d| d.to_string()).collect();
         let spec = LimitSpec::new(&domains, rate, None, cooldown.map(|c| c.as_millis() as u64))?;
+        self.put_limit(spec).await
+    }
+
+    /// Like [`Stack::set_limit`] with a fleet-wide session cap (`limits set --concurrency`).
+    pub async fn set_limit_capped(
+        &self,
+        domains: &[&str],
+        rate: &str,
+        concurrency: u32,
+    ) -> anyhow::Result<LimitSpec> {
+        let domains: Vec<String> = domains.iter().map(|d| d.to_string()).collect();
+        self.put_limit(LimitSpec::new(&domains, rate, Some(concurrency), None)?)
+            .await
+    }
+
+    async fn put_limit(&self, spec: LimitSpec) -> anyhow::Result<LimitSpec> {
         self.topo
             .limits
             .put(

@@ -150,6 +150,53 @@ async fn a_sender_that_starts_under_a_limit_holds_it_from_its_first_send() -> an
     Ok(())
 }
 
+/// A domain's session cap holds across the fleet: three senders share a cap of 4 (shares 2,
+/// 1 and 1), and the relay never sees more than 4 transactions open at once, however many
+/// recipients wait; nothing waiting for a session is lost or dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_cap_holds_across_three_senders() -> anyhow::Result<()> {
+    const CAP: u32 = 4;
+    const N: usize = 300;
+    let stack = Stack::start(3, &[]).await?;
+    stack
+        .set_limit_capped(&["capped.example.net"], "10000/s", CAP)
+        .await?;
+    // Each reply 40 ms late, as from a distant MX: a transaction lasts long enough for every
+    // share to be in use at once.
+    stack
+        .sink
+        .set_faults(|f| f.delay = Duration::from_millis(40));
+    senders_up(&stack, 3).await?;
+    // Shares are recomputed from the health map every 2 s: by then every sender counts the
+    // other two (until then a sender that started first may count itself alone).
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let emails = addresses(N, "capped.example.net");
+    let csv = stack.write_emails("r.csv", emails.clone())?;
+    let submitted = Instant::now();
+    stack.submit(&csv, "capped", &[])?;
+    stack.wait_done("capped", Duration::from_secs(90)).await?;
+    let secs = submitted.elapsed().as_secs_f64();
+
+    let max_open = stack.sink.max_open_transactions();
+    println!(
+        "THROTTLE session cap {CAP} over 3 senders: {N} in {secs:.1}s, at most {max_open} \
+         transactions open at once"
+    );
+    let (missing, twice) = missing_and_twice(&stack.sink.counts(), &emails);
+    assert_eq!((missing, twice), (0, 0), "(missing, duplicates)");
+    assert!(stack.dead_letters().await?.is_empty(), "no dead letters");
+    assert!(
+        max_open <= CAP as u64,
+        "{max_open} transactions open at once, cap {CAP}"
+    );
+    // The cap is a ceiling, not a target the fleet never reaches: every share was used.
+    assert_eq!(max_open, CAP as u64, "the fleet never used its whole cap");
+    for h in stack.all_sender_health().await {
+        assert!(h.sent > 0, "{} sent nothing", h.id);
+    }
+    Ok(())
+}
+
 /// One campaign, the throttled domain first in the file: the unlimited domain is not held up
 /// behind it, and the throttled one trickles out at its rate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
