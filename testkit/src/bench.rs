@@ -195,6 +195,205 @@ impl Drop for PostfixSink {
     }
 }
 
+/// Postfix's daemons, as Debian installs them.
+const POSTFIX_DAEMONS: &str = "/usr/lib/postfix/sbin";
+
+/// A private Postfix instance that relays everything it is given to a sink on `127.0.0.1`:
+/// its own configuration, queue and log in a folder of its own, listening on a port of its
+/// own, so the machine's mail system (Debian installs the package unconfigured) is untouched.
+/// Postfix as it ships but for what relaying needs: no local delivery, no TLS, no DNS. It
+/// needs root, as Postfix's master does. Stopped on drop.
+pub struct PostfixRelay {
+    conf: PathBuf,
+    log: PathBuf,
+    pub port: u16,
+}
+
+impl PostfixRelay {
+    /// Whether this machine can run one: Postfix installed and this process root.
+    pub fn available() -> bool {
+        postfix_tool("postfix").is_some()
+            && Path::new(POSTFIX_DAEMONS).join("master").exists()
+            // SAFETY: geteuid has no preconditions.
+            && unsafe { libc::geteuid() } == 0
+    }
+
+    /// Starts an instance under `dir` relaying to `127.0.0.1:relay_port`.
+    pub fn start(dir: &Path, relay_port: u16) -> anyhow::Result<Self> {
+        let postfix = postfix_tool("postfix")
+            .ok_or_else(|| anyhow::anyhow!("Postfix is missing: run scripts/setup.sh --bench"))?;
+        let root = dir.join("postfix");
+        let (conf, queue, data) = (root.join("conf"), root.join("queue"), root.join("data"));
+        for d in [&conf, &queue, &data] {
+            std::fs::create_dir_all(d)?;
+        }
+        // The master locks its pid file in the data folder as the postfix user.
+        let chown = Command::new("chown").arg("postfix").arg(&data).status()?;
+        anyhow::ensure!(chown.success(), "cannot give {} to postfix", data.display());
+        let port = crate::free_port();
+        let log = root.join("maillog");
+        let main_cf = format!(
+            "compatibility_level = 3.6\n\
+             queue_directory = {queue}\n\
+             data_directory = {data}\n\
+             command_directory = /usr/sbin\n\
+             daemon_directory = {POSTFIX_DAEMONS}\n\
+             meta_directory = /etc/postfix\n\
+             shlib_directory = /usr/lib/postfix\n\
+             mail_owner = postfix\n\
+             setgid_group = postdrop\n\
+             inet_interfaces = 127.0.0.1\n\
+             inet_protocols = ipv4\n\
+             myhostname = relay.bench.invalid\n\
+             mydestination =\n\
+             alias_maps =\n\
+             alias_database =\n\
+             mynetworks = 127.0.0.0/8\n\
+             smtpd_relay_restrictions = permit_mynetworks, reject\n\
+             relayhost = [127.0.0.1]:{relay_port}\n\
+             smtp_tls_security_level = none\n\
+             smtpd_tls_security_level = none\n\
+             maillog_file_prefixes = {root}\n\
+             maillog_file = {log}\n",
+            queue = queue.display(),
+            data = data.display(),
+            root = root.display(),
+            log = log.display(),
+        );
+        std::fs::write(conf.join("main.cf"), main_cf)?;
+        // Debian's master.cf without the services relaying does not use, none chrooted (the
+        // chroot would need a copy of /etc in the queue folder).
+        let master_cf = format!(
+            "127.0.0.1:{port} inet n - n - - smtpd\n\
+             pickup unix n - n 60 1 pickup\n\
+             cleanup unix n - n - 0 cleanup\n\
+             qmgr unix n - n 300 1 qmgr\n\
+             rewrite unix - - n - - trivial-rewrite\n\
+             bounce unix - - n - 0 bounce\n\
+             defer unix - - n - 0 bounce\n\
+             trace unix - - n - 0 bounce\n\
+             verify unix - - n - 1 verify\n\
+             flush unix n - n 1000? 0 flush\n\
+             proxymap unix - - n - - proxymap\n\
+             smtp unix - - n - - smtp\n\
+             relay unix - - n - - smtp\n\
+             showq unix n - n - - showq\n\
+             error unix - - n - - error\n\
+             retry unix - - n - - error\n\
+             discard unix - - n - - discard\n\
+             anvil unix - - n - 1 anvil\n\
+             scache unix - - n - 1 scache\n\
+             postlog unix-dgram n - n - 1 postlogd\n"
+        );
+        std::fs::write(conf.join("master.cf"), master_cf)?;
+        let relay = Self { conf, log, port };
+        let started = Command::new(&postfix)
+            .arg("-c")
+            .arg(&relay.conf)
+            .arg("start")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        // Postfix says why only in its log (or on a terminal).
+        anyhow::ensure!(
+            started.success(),
+            "Postfix did not start: {}",
+            relay.log_tail()
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "Postfix does not listen on {port}: {}",
+                relay.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(relay)
+    }
+
+    /// `mail_version` of the instance.
+    pub fn version(&self) -> String {
+        Command::new(postfix_tool("postconf").unwrap_or_else(|| "postconf".into()))
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["-h", "mail_version"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "?".into())
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    }
+}
+
+impl Drop for PostfixRelay {
+    fn drop(&mut self) {
+        if let Some(postfix) = postfix_tool("postfix") {
+            let _ = Command::new(postfix)
+                .arg("-c")
+                .arg(&self.conf)
+                .arg("stop")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Postfix relaying `messages` of `size` bytes from `smtp-source` (`sessions` sessions) into a
+/// fresh `smtp-sink`: msg/s from the first connection to the last message at the sink, and
+/// Postfix's version. `None` where Postfix cannot run (not installed, not root).
+pub fn postfix_relay(
+    dir: &Path,
+    sessions: usize,
+    messages: usize,
+    size: usize,
+) -> anyhow::Result<Option<(f64, String)>> {
+    if !PostfixRelay::available() {
+        return Ok(None);
+    }
+    let source = postfix_tool("smtp-source").ok_or_else(|| {
+        anyhow::anyhow!("Postfix's smtp-source is missing: run scripts/setup.sh --bench")
+    })?;
+    let sink = PostfixSink::start(dir, 4096, None)?;
+    let relay = PostfixRelay::start(dir, sink.port)?;
+    let started = Instant::now();
+    let status = Command::new(source)
+        .args(["-s", &sessions.to_string(), "-d"])
+        .args(["-m", &messages.to_string(), "-l", &size.to_string()])
+        .args(["-f", "bench@example.com", "-t", "rcpt@example.com"])
+        .arg(format!("127.0.0.1:{}", relay.port))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    anyhow::ensure!(
+        status.success(),
+        "smtp-source into Postfix failed: {status}"
+    );
+    let mut last = (0, Instant::now());
+    while last.0 < messages as u64 {
+        let n = sink.messages();
+        if n > last.0 {
+            last = (n, Instant::now());
+        }
+        anyhow::ensure!(
+            last.1.elapsed() < Duration::from_secs(60),
+            "Postfix relayed only {} of {messages} (nothing for 60 s): {}",
+            last.0,
+            relay.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let secs = last.1.duration_since(started).as_secs_f64().max(1e-3);
+    Ok(Some((messages as f64 / secs, relay.version())))
+}
+
 /// What one `smtp-source` run measured.
 pub struct SourceRun {
     pub msg_per_s: f64,

@@ -3,7 +3,7 @@
 //! sink), because these machines drift by ±50% between days. Prints, for the main run: msg/s
 //! and the ratio to the reference, CPU per recipient of nats-server, senders and monitor, the
 //! broker's messages per recipient, a publish → SMTP-accept latency histogram and every
-//! process's peak RSS; then the latency at a quarter of the peak rate, a relay that answers
+//! process's peak RSS; then Postfix relaying into the same kind of sink, the latency at a quarter of the peak rate, a relay that answers
 //! after 1 s at `--concurrency 2000` against smtp-source with 2,000 sessions, a million
 //! recipients, ingest alone, and the sending policy's cost. Run it with `scripts/bench.sh`.
 
@@ -13,7 +13,7 @@ mod limits;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use jetmail_testkit::bench::{smtp_source, write_csv, CpuMeter, Histogram, Varz};
+use jetmail_testkit::bench::{postfix_relay, smtp_source, write_csv, CpuMeter, Histogram, Varz};
 use jetmail_testkit::{bin_path, free_port, Service, TempDir};
 
 use fleet::{submit, write_body, Fleet, FleetSpec};
@@ -35,6 +35,10 @@ pub struct Args {
     /// smtp-source's parallel sessions (connections reused) for the reference.
     #[arg(long, default_value_t = 32)]
     reference_sessions: usize,
+    /// Messages smtp-source gives a private Postfix instance relaying into the same kind of
+    /// sink, the mail server people would otherwise use (0 skips it; needs root).
+    #[arg(long, default_value_t = 10_000)]
+    postfix_messages: usize,
     /// Seconds of traffic at a quarter of the measured peak, for the latency at light load (0
     /// skips it).
     #[arg(long, default_value_t = 10)]
@@ -244,6 +248,34 @@ async fn quarter(args: &Args, senders: usize, rate: f64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Postfix as a relay into the same kind of sink, fed by smtp-source with the reference's
+/// sessions: the row people compare jetmail with.
+fn postfix(args: &Args, reference: f64, jetmail: Option<f64>) -> anyhow::Result<()> {
+    let dir = TempDir::new("bench-postfix");
+    let n = args.postfix_messages;
+    let Some((rate, version)) =
+        postfix_relay(dir.path(), args.reference_sessions, n, args.message_bytes)?
+    else {
+        println!(
+            "== Postfix relay: not measured (Postfix is not installed, or this is not root) =="
+        );
+        return Ok(());
+    };
+    println!(
+        "== Postfix {version} relaying into the same kind of sink: smtp-source, {} sessions, {n} messages ==",
+        args.reference_sessions
+    );
+    print!(
+        "  {rate:.0} msg/s from the first connection to the last message at the sink = {:.2} x smtp-source",
+        rate / reference
+    );
+    match jetmail {
+        Some(j) => println!("; jetmail's main run = {:.1} x Postfix", j / rate),
+        None => println!(),
+    }
+    Ok(())
+}
+
 /// A relay that answers each DATA after 1 s: one sender at `--slow-concurrency` against
 /// smtp-source with as many sessions, each into its own sink.
 async fn slow_relay(args: &Args) -> anyhow::Result<()> {
@@ -342,6 +374,9 @@ async fn main() -> anyhow::Result<()> {
         if peak.is_none_or(|(_, r)| run.msg_per_s > r) {
             peak = Some((s, run.msg_per_s));
         }
+    }
+    if args.postfix_messages > 0 {
+        postfix(&args, reference.msg_per_s, peak.map(|(_, r)| r))?;
     }
     if let Some((senders, rate)) = peak {
         if args.quarter_secs > 0 {
