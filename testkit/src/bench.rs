@@ -358,24 +358,10 @@ pub fn postfix_relay(
     if !PostfixRelay::available() {
         return Ok(None);
     }
-    let source = postfix_tool("smtp-source").ok_or_else(|| {
-        anyhow::anyhow!("Postfix's smtp-source is missing: run scripts/setup.sh --bench")
-    })?;
     let sink = PostfixSink::start(dir, 4096, None)?;
     let relay = PostfixRelay::start(dir, sink.port)?;
     let started = Instant::now();
-    let status = Command::new(source)
-        .args(["-s", &sessions.to_string(), "-d"])
-        .args(["-m", &messages.to_string(), "-l", &size.to_string()])
-        .args(["-f", "bench@example.com", "-t", "rcpt@example.com"])
-        .arg(format!("127.0.0.1:{}", relay.port))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?;
-    anyhow::ensure!(
-        status.success(),
-        "smtp-source into Postfix failed: {status}"
-    );
+    run_smtp_source(sessions, messages, size, relay.port)?;
     let mut last = (0, Instant::now());
     while last.0 < messages as u64 {
         let n = sink.messages();
@@ -411,26 +397,36 @@ pub fn smtp_source(
     size: usize,
     delay: Option<Duration>,
 ) -> anyhow::Result<SourceRun> {
-    let bin = postfix_tool("smtp-source").ok_or_else(|| {
-        anyhow::anyhow!("Postfix's smtp-source is missing: run scripts/setup.sh --bench")
-    })?;
     let sink = PostfixSink::start(dir, 4096.max(sessions as u32 * 2), delay)?;
     let cpu = cpu_us(sink.pid());
     let started = Instant::now();
-    let status = Command::new(bin)
-        .args(["-s", &sessions.to_string(), "-d"])
-        .args(["-m", &messages.to_string(), "-l", &size.to_string()])
-        .args(["-f", "bench@example.com", "-t", "rcpt@example.com"])
-        .arg(format!("127.0.0.1:{}", sink.port))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?;
+    run_smtp_source(sessions, messages, size, sink.port)?;
     let secs = started.elapsed().as_secs_f64();
-    anyhow::ensure!(status.success(), "smtp-source failed: {status}");
     Ok(SourceRun {
         msg_per_s: messages as f64 / secs,
         sink_cpu_us: cpu_us(sink.pid()).saturating_sub(cpu) as f64 / messages as f64,
     })
+}
+
+/// `smtp-source` with `sessions` sessions reusing their connections (`-d`), `messages` of
+/// `size` bytes to `127.0.0.1:port`; returns once it has handed over the last one.
+fn run_smtp_source(sessions: usize, messages: usize, size: usize, port: u16) -> anyhow::Result<()> {
+    let bin = postfix_tool("smtp-source").ok_or_else(|| {
+        anyhow::anyhow!("Postfix's smtp-source is missing: run scripts/setup.sh --bench")
+    })?;
+    let status = Command::new(bin)
+        .args(["-s", &sessions.to_string(), "-d"])
+        .args(["-m", &messages.to_string(), "-l", &size.to_string()])
+        .args(["-f", "bench@example.com", "-t", "rcpt@example.com"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    anyhow::ensure!(
+        status.success(),
+        "smtp-source into port {port} failed: {status}"
+    );
+    Ok(())
 }
 
 /// A latency histogram in milliseconds, printed as cumulative shares per bucket.
