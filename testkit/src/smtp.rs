@@ -261,8 +261,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// One open transaction, counted in [`Shared::open_transactions`] until dropped (the DATA
-/// reply sent, RSET, or the connection gone).
+/// One open transaction, counted in [`Shared::open_transactions`] until dropped: just before
+/// the final reply to DATA is written, at RSET, or with the connection.
 struct OpenTransaction(Arc<Shared>);
 
 impl OpenTransaction {
@@ -408,8 +408,8 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
             }
             "DATA" => {
                 if rcpts.is_empty() {
-                    reply(&mut w, &shared, at, "554 5.5.1 no valid recipients").await?;
                     drop(transaction.take());
+                    reply(&mut w, &shared, at, "554 5.5.1 no valid recipients").await?;
                     continue;
                 }
                 reply(&mut w, &shared, at, "354 end data with <CR><LF>.<CR><LF>").await?;
@@ -443,8 +443,10 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
                 if f.drop_after_data {
                     return Ok(());
                 }
-                reply(&mut w, &shared, at, "250 2.0.0 queued").await?;
+                // Over before its reply leaves: the client may start its next transaction
+                // the moment the reply arrives, before this task would get to count it closed.
                 drop(transaction.take());
+                reply(&mut w, &shared, at, "250 2.0.0 queued").await?;
                 if f.drop_every.is_some_and(|n| accepted >= n) {
                     return Ok(());
                 }
