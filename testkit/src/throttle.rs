@@ -22,8 +22,8 @@ pub struct RateReport {
     pub max_window: usize,
     /// Fewest arrivals in any 1-second window inside the period.
     pub min_window: usize,
-    /// Arrivals in each tenth of the busiest window: a spike in one tenth is a stall that
-    /// ended (sends bunched up), an even spread is a rate held too high.
+    /// Arrivals in each tenth of the busiest window: a spike in one tenth is a burst (sends
+    /// that skipped the budget, or a stall that ended), an even spread a rate held too high.
     pub busiest_tenths: [usize; 10],
 }
 
