@@ -305,6 +305,9 @@ impl Backoff {
     }
 }
 
+/// How often a sender recomputes its share of a fleet-wide session cap from the live senders.
+pub const SHARE_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The share of a fleet-wide session cap one sender may use: the cap split evenly across the
 /// live senders, the remainder to the first ones by id, so the shares add up to the cap.
 /// A sender not in `live` (it just started) counts itself in.

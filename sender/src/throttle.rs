@@ -16,16 +16,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use jetmail_common::address::domain_token;
 use jetmail_common::budget::Taker;
-use jetmail_common::limits::{concurrency_share, Backoff, LimitSpec, Rate, Scope};
+use jetmail_common::limits::{concurrency_share, Backoff, LimitSpec, Rate, Scope, SHARE_REFRESH};
 use jetmail_common::now_ms;
 use jetmail_common::store::StoreError;
 use jetmail_common::topology::{self, LimitsKey};
 use jetmail_common::wire::{SenderHealth, SenderState};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-
-/// How often the share of a fleet-wide session cap is recomputed from the live senders.
-const SHARE_REFRESH: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 struct View {

@@ -142,6 +142,20 @@ impl Stack {
         Ok(())
     }
 
+    /// Waits until sender `id` has exited (a crash hook, a kill), up to `timeout`.
+    pub async fn wait_sender_exited(
+        &mut self,
+        id: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let what = format!("sender {id} to exit");
+        wait_for(&what, timeout, || {
+            let status = self.sender(id).exited();
+            async move { status }
+        })
+        .await
+    }
+
     pub fn sender(&mut self, id: &str) -> &mut Service {
         self.senders
             .iter_mut()

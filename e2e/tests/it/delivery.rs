@@ -34,15 +34,10 @@ async fn a_redelivery_of_an_accepted_send_is_not_mailed_again() -> anyhow::Resul
         format!("email,name\na@example.com,A\n{victim},V\nb@example.com,B\n"),
     )?;
     stack.submit(&csv, "ledger", &[])?;
-    wait_for(
-        "the sender to die after the send",
-        Duration::from_secs(30),
-        || {
-            let exited = stack.sender("s1").exited().is_some();
-            async move { exited.then_some(()) }
-        },
-    )
-    .await?;
+    // It dies after the send.
+    stack
+        .wait_sender_exited("s1", Duration::from_secs(30))
+        .await?;
     assert_eq!(
         stack.sink.counts().get(victim),
         Some(&1),

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use jetmail_common::limits::SHARE_REFRESH;
 use jetmail_common::wire::{CampaignStatus, Outcome, SenderState};
 use jetmail_testkit::{per_second, policy, rate_between, wait_for, RateReport, Stack};
 
@@ -167,9 +168,10 @@ async fn a_session_cap_holds_across_three_senders() -> anyhow::Result<()> {
         .sink
         .set_faults(|f| f.delay = Duration::from_millis(40));
     senders_up(&stack, 3).await?;
-    // Shares are recomputed from the health map every 2 s: by then every sender counts the
-    // other two (until then a sender that started first may count itself alone).
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // Shares are recomputed from the health map every SHARE_REFRESH: after one more, every
+    // sender counts the other two (until then one that read the map before the others were
+    // in it counts itself alone). Nothing outside a sender shows its share, hence the sleep.
+    tokio::time::sleep(SHARE_REFRESH + Duration::from_millis(500)).await;
     let emails = addresses(N, "capped.example.net");
     let csv = stack.write_emails("r.csv", emails.clone())?;
     let submitted = Instant::now();
@@ -475,15 +477,10 @@ async fn a_rate_limited_recipient_whose_sender_died_is_not_stranded() -> anyhow:
     stack.spawn_sender_with("dies", &url, &[], &[("JETMAIL_TEST_CRASH_ON", &last)])?;
     senders_up(&stack, 1).await?;
     stack.submit(&csv, "strand", &["--rate", "5/s"])?;
-    wait_for(
-        "the sender to die on the last recipient",
-        Duration::from_secs(30),
-        || {
-            let exited = stack.sender("dies").exited().is_some();
-            async move { exited.then_some(()) }
-        },
-    )
-    .await?;
+    // It dies on the last recipient.
+    stack
+        .wait_sender_exited("dies", Duration::from_secs(30))
+        .await?;
     let died = Instant::now();
     stack.spawn_sender("survivor", &[])?;
     let p = stack.wait_done("strand", Duration::from_secs(60)).await?;
